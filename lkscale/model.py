@@ -1,0 +1,67 @@
+"""build_model(spec): stem -> stages (transition + blocks) -> head, from the block registry."""
+from __future__ import annotations
+
+import torch
+from timm.layers import trunc_normal_
+from torch import nn
+
+from lkscale.blocks import get_family
+from lkscale.spec import ArchSpec
+
+
+class Stage(nn.Module):
+    def __init__(self, downsample: nn.Module, blocks: list[nn.Module]):
+        super().__init__()
+        self.downsample = downsample
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.downsample(x))
+
+
+class LKNet(nn.Module):
+    """A 3- or 4-stage network described by an ArchSpec."""
+
+    def __init__(self, spec: ArchSpec, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0):
+        super().__init__()
+        spec.validate()
+        self.spec = spec
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.deployed = False
+        widths = spec.widths
+        self.stem = get_family(spec.stem.family).make_stem(in_chans, widths[0], spec.stem.stride)
+        total = sum(spec.depths)
+        rates = torch.linspace(0, spec.drop_path_rate, total).tolist() if total > 1 else [0.0] * total
+        stages, k = [], 0
+        for i, st in enumerate(spec.stages):
+            ds = get_family(spec.downsample).make_downsample(widths[i - 1], st.width) if i else nn.Identity()
+            blocks = get_family(st.block).make_blocks(st, rates[k:k + st.depth], spec)
+            stages.append(Stage(ds, blocks))
+            k += st.depth
+        self.stages = nn.Sequential(*stages)
+        self.num_features = widths[-1]
+        self.head = get_family(spec.head).make_head(widths[-1], num_classes, drop_rate)
+        self.apply(_init_weights)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, (nn.Conv2d, nn.Linear)):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def build_model(spec: ArchSpec | str, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0) -> LKNet:
+    """Build the network for ``spec`` (an ArchSpec or a preset name)."""
+    if isinstance(spec, str):
+        from lkscale.presets import get_preset
+
+        spec = get_preset(spec)
+    return LKNet(spec, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)

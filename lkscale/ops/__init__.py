@@ -1,0 +1,4 @@
+"""Operators PyTorch serves badly on our targets: large depthwise conv (CPU training), DCNv3 core."""
+from lkscale.ops.dwconv import DWConv2d, depthwise_conv2d
+
+__all__ = ["DWConv2d", "depthwise_conv2d"]
