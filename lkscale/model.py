@@ -32,7 +32,7 @@ class LKNet(nn.Module):
         widths = spec.widths
         self.stem = get_family(spec.stem.family).make_stem(in_chans, widths[0], spec.stem.stride)
         total = sum(spec.depths)
-        rates = torch.linspace(0, spec.drop_path_rate, total).tolist() if total > 1 else [0.0] * total
+        rates = [spec.drop_path_rate * i / (total - 1) for i in range(total)] if total > 1 else [0.0] * total
         stages, k = [], 0
         for i, st in enumerate(spec.stages):
             ds = get_family(spec.downsample).make_downsample(widths[i - 1], st.width) if i else nn.Identity()

@@ -241,6 +241,8 @@ class ArchSpec:
         n = len(self.stages)
         if n not in (3, 4):
             raise SpecError(f"{where}.stages", f"{n} stages given; a network has 3 or 4 stages")
+        for i, st in enumerate(self.stages):
+            _validate_stage(st, f"{where}.stages[{i}]")
         for fname in ("downsample", "head"):
             v = getattr(self, fname)
             if v not in KNOWN_BLOCKS:
@@ -253,8 +255,6 @@ class ArchSpec:
             raise SpecError(f"{where}.drop_path_rate", f"{self.drop_path_rate!r} must be in [0, 1)")
         if not _is_num(self.layer_scale) or self.layer_scale < 0:
             raise SpecError(f"{where}.layer_scale", f"{self.layer_scale!r} must be >= 0 (0 disables layer scale)")
-        for i, st in enumerate(self.stages):
-            _validate_stage(st, f"{where}.stages[{i}]")
 
 
 def _is_int(v: Any) -> bool:

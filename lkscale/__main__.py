@@ -1,0 +1,5 @@
+import sys
+
+from lkscale.cli import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""``lkscale search STUDY.yaml``: run a study (Ray Tune + Optuna) and report its Pareto front."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="run a study: proxy-train candidates under FLOP/latency budgets",
+                       description="Run the study in STUDY.yaml with Ray Tune + Optuna and report the Pareto front "
+                                   "of validation accuracy against deploy latency.")
+    p.add_argument("study", help="study file (YAML), e.g. studies/kernel_size.yaml")
+    p.add_argument("--output", help="run folder (default: the study's output, runs/<name>)")
+    p.add_argument("--resume", action="store_true", help="continue the study in the run folder after an interruption")
+    p.add_argument("--trials", type=int, help="override search.trials")
+    p.add_argument("--address", help="Ray cluster to use: 'auto' or ray://HOST:PORT (default: start a local Ray)")
+    p.add_argument("--storage", help="where Ray Tune keeps results (a shared path or a URI Ray supports)")
+    p.add_argument("--optuna-storage", help="Optuna storage: an RDB URL (e.g. postgresql://...) or a journal file")
+    p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    p.add_argument("--verbose", action="store_true", help="show Ray's own status table and worker logs")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lkscale.cli import UsageError
+    from lkscale.search import front_table, run_study, write_summary
+    from lkscale.study import load_study
+
+    if args.trials is not None and args.trials < 1:
+        raise UsageError("--trials must be >= 1")
+    study = load_study(args.study)
+
+    def progress(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    run_dir = run_study(study, output=args.output, resume=args.resume, address=args.address, storage=args.storage,
+                        optuna_url=args.optuna_storage, trials=args.trials, verbose=args.verbose, progress=progress)
+    summary = write_summary(run_dir, study)
+    if not args.no_report:
+        try:
+            from lkscale.report import make_report
+        except ImportError:
+            make_report = None
+        if make_report is not None:
+            summary["report"] = make_report(run_dir)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(f"\nPareto front (validation accuracy vs deploy latency), {run_dir}:", file=sys.stderr)
+        print(front_table(run_dir))
+        c = summary["counts"]
+        print(f"\n{summary['trials']} trials: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
+              + f"; trial-epochs saved by pruning: {summary['trial_epochs_saved']}", file=sys.stderr)
+    return 0 if summary["counts"].get("complete") else 1

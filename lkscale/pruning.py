@@ -1,0 +1,108 @@
+"""Tune schedulers that stop weak proxy runs between epochs.
+
+``MultiObjectiveASHA`` is asynchronous successive halving where "weak" means *dominated*: at each
+rung (epoch ``grace * rf**k``) a trial is compared with every trial that reached that rung before it
+on (validation accuracy up, deploy latency down). Points are sorted into non-dominated layers; the
+trial continues if it falls within the best ``ceil(n / rf)`` points, taking whole layers in order and
+breaking ties inside the boundary layer by crowding distance (as NSGA-II does; MO-ASHA, Schmucker et
+al. 2021). A fast, less accurate model is on the first layer and survives, which plain ASHA on
+accuracy would stop at its first rung, cutting off the low-latency end of the front.
+
+Ray's single-objective ``ASHAScheduler`` on accuracy (``asha``) and no pruning (``none``) stay selectable.
+A stopped trial's final result gets ``done=True`` from Tune before callbacks run; the search's
+recorder marks it ``pruned`` there, which is how the Optuna searcher learns to record it as PRUNED.
+"""
+from __future__ import annotations
+
+import math
+
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+
+def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """(acc, cost): a dominates b if no worse on both and better on one."""
+    return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
+
+
+def nondominated_layers(points: dict) -> list[list]:
+    """Sort keys of {key: (acc, cost)} into non-dominated layers (best first)."""
+    left = dict(points)
+    layers = []
+    while left:
+        layer = [k for k, p in left.items() if not any(dominates(q, p) for j, q in left.items() if j != k)]
+        layers.append(sorted(layer))
+        for k in layer:
+            del left[k]
+    return layers
+
+
+def crowding(points: dict, layer: list) -> dict:
+    """NSGA-II crowding distance of each key in ``layer`` (boundary points get infinity)."""
+    dist = {k: 0.0 for k in layer}
+    if len(layer) <= 2:
+        return {k: math.inf for k in layer}
+    for dim in (0, 1):
+        order = sorted(layer, key=lambda k: points[k][dim])
+        lo, hi = points[order[0]][dim], points[order[-1]][dim]
+        dist[order[0]] = dist[order[-1]] = math.inf
+        span = (hi - lo) or 1.0
+        for i in range(1, len(order) - 1):
+            dist[order[i]] += (points[order[i + 1]][dim] - points[order[i - 1]][dim]) / span
+    return dist
+
+
+def keep_top(points: dict, fraction: float) -> set:
+    """Keys of the best ``ceil(n * fraction)`` points by layer, then crowding distance."""
+    k = max(1, math.ceil(len(points) * fraction))
+    kept: list = []
+    for layer in nondominated_layers(points):
+        if len(kept) + len(layer) <= k:
+            kept.extend(layer)
+            continue
+        cd = crowding(points, layer)
+        kept.extend(sorted(layer, key=lambda key: (-cd[key], key))[: k - len(kept)])
+        break
+    return set(kept)
+
+
+class MultiObjectiveASHA(FIFOScheduler):
+    def __init__(self, max_t: int, grace_period: int = 1, reduction_factor: float = 2, time_attr: str = "epoch",
+                 acc: str = "val_acc", cost: str = "latency_ms"):
+        super().__init__()
+        if grace_period < 1 or reduction_factor <= 1:
+            raise ValueError("grace_period must be >= 1 and reduction_factor > 1")
+        self.max_t, self.rf, self.time_attr, self.acc, self.cost = max_t, reduction_factor, time_attr, acc, cost
+        self.rungs = []
+        r = grace_period
+        while r < max_t:
+            self.rungs.append(int(r))
+            r = math.ceil(r * reduction_factor)
+        self.recorded: dict[int, dict[str, tuple[float, float]]] = {r: {} for r in self.rungs}
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        t = result.get(self.time_attr)
+        if t is None or result.get("infeasible") or result.get("failed") or t >= self.max_t:
+            return TrialScheduler.CONTINUE
+        for rung in reversed(self.rungs):
+            if t < rung:
+                continue
+            seen = self.recorded[rung]
+            if trial.trial_id in seen:
+                return TrialScheduler.CONTINUE
+            seen[trial.trial_id] = (float(result[self.acc]), float(result[self.cost]))
+            if len(seen) < self.rf:  # too few to judge: like ASHA, let early arrivals through
+                return TrialScheduler.CONTINUE
+            return TrialScheduler.CONTINUE if trial.trial_id in keep_top(seen, 1 / self.rf) else TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+    def debug_string(self) -> str:
+        return "MultiObjectiveASHA: " + ", ".join(f"rung {r}: {len(v)}" for r, v in self.recorded.items())
+
+
+def make_scheduler(kind: str, max_t: int, grace_period: int, reduction_factor: float):
+    if kind == "moasha":
+        return MultiObjectiveASHA(max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor)
+    if kind == "asha":
+        return ASHAScheduler(time_attr="epoch", metric="val_acc", mode="max", max_t=max_t,
+                             grace_period=grace_period, reduction_factor=reduction_factor)
+    return FIFOScheduler()

@@ -1,0 +1,516 @@
+"""Run a study: Ray Tune schedules proxy training, Optuna samples multi-objective (accuracy up, latency down).
+
+The path of one candidate:
+1. ``Objective`` (Optuna define-by-run, in the driver) samples parameters, builds the ArchSpec, and
+   costs it (params, FLOPs, deploy latency, effective kernels; cached by spec name in ``costs.json``).
+   Over budget: ``trial.set_constraint`` tells the sampler, and the Tune trial reports once and stops
+   without a training step.
+2. ``train_candidate`` (a Tune function trainable, in a worker) trains the candidate, reporting after
+   every epoch; the scheduler (``lkscale.pruning``) may stop it between epochs.
+3. ``Recorder`` (a Tune callback) keeps ``trials.csv`` current and marks scheduler-stopped trials as
+   pruned; ``StudySearch`` (OptunaSearch) records them in Optuna as PRUNED (never on the front),
+   failed ones as FAIL, infeasible ones as COMPLETE with a violated constraint.
+
+Run folder: ``study.yaml``, ``optuna.journal`` (Optuna JournalStorage; optuna-dashboard opens it),
+``tune/`` (Ray Tune experiment, ``Tuner.restore`` resumes it), ``trials.csv``, ``costs.json``,
+``weights/<name>.safetensors``, ``summary.json``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import time
+import traceback
+from typing import Any, Callable
+
+from lkscale.space import grid as space_grid
+from lkscale.space import suggest
+from lkscale.study import Study, StudyError, load_study
+
+log = logging.getLogger("lkscale.search")
+
+CSV_COLUMNS = ["trial_id", "number", "name", "state", "blocks", "kernels", "depths", "widths", "dcn_groups",
+               "reparam", "stem_stride", "params", "deploy_params", "flops", "latency_ms", "val_acc",
+               "val_acc_epochs", "epochs_done", "epochs_budget", "seconds", "node", "error", "notes", "seed", "spec"]
+
+
+# ------------------------------------------------------------------------------------------ costing
+def budget_violations(cost: dict, budgets: dict) -> dict[str, float]:
+    """Constraint values (> 0 means over budget, relative to the budget) for each set budget."""
+    out = {}
+    for key, field in (("max_params", "params"), ("max_flops", "flops"), ("max_latency_ms", "latency_ms")):
+        limit = budgets.get(key)
+        if limit:
+            out[field] = (cost[field] - limit) / limit
+    return out
+
+
+class Objective:
+    """Optuna define-by-run function: sample, build, cost. Picklable (Tune checkpoints the searcher)."""
+
+    def __init__(self, study: Study, run_dir: str):
+        self.study = study
+        self.run_dir = run_dir
+        self.costs_path = os.path.join(run_dir, "costs.json")
+        self.costs: dict[str, dict] = {}
+        if os.path.isfile(self.costs_path):
+            with open(self.costs_path) as f:
+                self.costs = json.load(f)
+
+    def cost(self, spec) -> dict:
+        if spec.name in self.costs:
+            return self.costs[spec.name]
+        from lkscale.cost import estimate
+
+        b = self.study.budgets
+        rep = estimate(spec, input_size=b["latency_input_size"], num_classes=10, batch_size=b["latency_batch_size"],
+                       threads=b["latency_threads"], repeats=b["latency_repeats"])
+        c = {"params": rep.params, "deploy_params": rep.deploy_params, "flops": rep.flops,
+             "latency_ms": rep.latency_ms, "latency_p25_ms": rep.latency_p25_ms, "latency_p75_ms": rep.latency_p75_ms,
+             "effective_kernels": [list(s.effective_kernel) for s in rep.stages], "dead_params": rep.dead_params}
+        self.costs[spec.name] = c
+        _atomic_write(self.costs_path, json.dumps(self.costs, indent=1))
+        return c
+
+    def __call__(self, trial) -> dict:
+        study = self.study
+        cand = suggest(trial, study.space, study.data["input_size"])
+        out: dict[str, Any] = {"number": trial.number, "notes": cand.notes, "infeasible": "", "spec": "", "name": ""}
+        if cand.spec is None:
+            trial.set_constraint("valid", 1.0)
+            out["infeasible"] = cand.error
+            out.update(params=0, deploy_params=0, flops=0, latency_ms=0.0)
+            return out
+        spec = cand.spec
+        cost = self.cost(spec)
+        over = budget_violations(cost, study.budgets)
+        for key, v in over.items():
+            trial.set_constraint(key, v)
+        trial.set_user_attr("name", spec.name)
+        trial.set_user_attr("spec", spec.to_json())
+        for k in ("params", "flops", "latency_ms"):
+            trial.set_user_attr(k, cost[k])
+        bad = [k for k, v in over.items() if v > 0]
+        if bad:
+            out["infeasible"] = "over budget: " + ", ".join(
+                f"{k} {cost[k]:.4g} > {study.budgets[_BUDGET_KEY[k]]:.4g}" for k in bad)
+        out.update(spec=spec.to_json(), name=spec.name, params=cost["params"], deploy_params=cost["deploy_params"],
+                   flops=cost["flops"], latency_ms=cost["latency_ms"])
+        return out
+
+
+_BUDGET_KEY = {"params": "max_params", "flops": "max_flops", "latency_ms": "max_latency_ms"}
+
+
+# ------------------------------------------------------------------------------------------ trainable
+def train_candidate(config: dict) -> None:
+    """Tune function trainable: proxy-train one candidate, reporting after every epoch."""
+    import torch
+    from ray import tune
+
+    from lkscale.data import DataConfig, load_splits
+    from lkscale.model import build_model
+    from lkscale.spec import ArchSpec
+    from lkscale.train import TrainConfig, train_model
+
+    node = _node_id()
+    base = {"epoch": 0, "val_acc": 0.0, "latency_ms": float(config.get("latency_ms") or 0.0), "node": node,
+            "infeasible": False, "failed": False, "error": ""}
+    if config.get("infeasible"):
+        tune.report({**base, "infeasible": True, "error": config["infeasible"]})
+        return
+    threads = max(1, int(config["cpus_per_trial"]))
+    torch.set_num_threads(threads)  # Ray sets OMP_NUM_THREADS=1 in workers
+    t0 = time.time()
+    history: list[float] = []
+    try:
+        d, p = config["data"], config["proxy"]
+        splits = load_splits(DataConfig(dataset=d["dataset"], root=d["root"], train_per_class=d["train_per_class"],
+                                        val_per_class=d["val_per_class"], test_per_class=0,
+                                        input_size=d["input_size"], seed=p["seed"], augment=d["augment"]))
+        spec = ArchSpec.from_json(config["spec"])
+        model = build_model(spec, num_classes=splits.num_classes, in_chans=splits.in_chans)
+        cfg = TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], weight_decay=p["weight_decay"],
+                          warmup_epochs=p["warmup_epochs"], label_smoothing=p["label_smoothing"],
+                          clip_grad=p["clip_grad"] or None, threads=threads, seed=p["seed"], augment=d["augment"])
+
+        def on_epoch(m: dict):
+            history.append(float(m["val_acc"]))
+            final = m["epoch"] >= p["epochs"]
+            if final:
+                _save_weights(model, spec, splits, config["run_dir"])
+            tune.report({**base, "epoch": m["epoch"], "val_acc": float(m["val_acc"]), "val_loss": float(m["val_loss"]),
+                         "train_loss": float(m["train_loss"]), "epoch_seconds": float(m["epoch_seconds"]),
+                         "images_per_s": float(m["images_per_s"]), "val_acc_epochs": json.dumps(history),
+                         "seconds": time.time() - t0})
+            return None
+
+        result = train_model(model, splits, cfg, callback=on_epoch)
+        if result.status == "nan":
+            tune.report({**base, "epoch": result.epochs_done, "failed": True, "val_acc_epochs": json.dumps(history),
+                         "error": result.message or "loss became NaN/inf", "seconds": time.time() - t0})
+    except Exception as e:  # noqa: BLE001 - recorded as a failed trial; the study goes on
+        msg = f"{type(e).__name__}: {e}"
+        log.warning("trial failed: %s\n%s", msg, traceback.format_exc())
+        tune.report({**base, "epoch": len(history), "failed": True, "error": msg[:500],
+                     "val_acc_epochs": json.dumps(history), "seconds": time.time() - t0})
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()[:12]
+    except Exception:  # noqa: BLE001
+        return os.uname().nodename
+
+
+def _save_weights(model, spec, splits, run_dir: str) -> None:
+    from safetensors.torch import save_file
+
+    d = os.path.join(run_dir, "weights")
+    os.makedirs(d, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = os.path.join(d, f".{spec.name}.{os.getpid()}.tmp")
+    save_file(state, tmp, metadata={"spec": spec.to_json(), "num_classes": str(splits.num_classes),
+                                    "in_chans": str(splits.in_chans), "classes": json.dumps(splits.classes)})
+    os.replace(tmp, os.path.join(d, f"{spec.name}.safetensors"))
+
+
+# ------------------------------------------------------------------------------------------ recording
+def _atomic_write(path: str, text: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def read_trials(run_dir: str) -> list[dict]:
+    path = os.path.join(run_dir, "trials.csv")
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def trial_state(result: dict, epochs: int, error: bool = False) -> str:
+    if error or result.get("failed"):
+        return "failed"
+    if result.get("infeasible"):
+        return "infeasible"
+    if result.get("pruned"):
+        return "pruned"
+    if int(result.get("epoch") or 0) >= epochs:
+        return "complete"
+    return "running"
+
+
+def _make_callback_class():
+    from ray.tune import Callback
+
+    class Recorder(Callback):
+        """Keeps trials.csv current and marks scheduler-stopped trials as pruned (in the result itself)."""
+
+        def __init__(self, run_dir: str, epochs: int, seed: int, progress: Callable[[str], None] | None = None):
+            self.run_dir, self.epochs, self.seed = run_dir, epochs, seed
+            self.progress = progress
+            self.rows: dict[str, dict] = {r["trial_id"]: r for r in read_trials(run_dir)}
+
+        def __getstate__(self):  # the progress printer is the driver's; not part of the checkpoint
+            d = dict(self.__dict__)
+            d["progress"] = None
+            return d
+
+        def _row(self, trial, result: dict, state: str) -> dict:
+            cfg = trial.config
+            spec = json.loads(cfg["spec"]) if cfg.get("spec") else None
+            row = self.rows.get(trial.trial_id, {})
+            st = spec["stages"] if spec else []
+            row.update({
+                "trial_id": trial.trial_id, "number": cfg.get("number"), "name": cfg.get("name", ""), "state": state,
+                "blocks": json.dumps([s["block"] for s in st]), "kernels": json.dumps([s["kernel"] for s in st]),
+                "depths": json.dumps([s["depth"] for s in st]), "widths": json.dumps([s["width"] for s in st]),
+                "dcn_groups": json.dumps([s.get("dcn_groups") for s in st]),
+                "reparam": json.dumps([s.get("reparam", []) for s in st]),
+                "stem_stride": spec["stem"]["stride"] if spec else "", "params": cfg.get("params"),
+                "deploy_params": cfg.get("deploy_params"), "flops": cfg.get("flops"),
+                "latency_ms": cfg.get("latency_ms"), "val_acc": result.get("val_acc", row.get("val_acc", "")),
+                "val_acc_epochs": result.get("val_acc_epochs", row.get("val_acc_epochs", "[]")),
+                "epochs_done": result.get("epoch", row.get("epochs_done", 0)), "epochs_budget": self.epochs,
+                "seconds": round(float(result.get("seconds", 0.0) or 0.0), 2), "node": result.get("node", ""),
+                "error": result.get("error", "") or cfg.get("infeasible", ""), "notes": "; ".join(cfg.get("notes", [])),
+                "seed": self.seed, "spec": cfg.get("spec", ""),
+            })
+            self.rows[trial.trial_id] = row
+            return row
+
+        def _flush(self) -> None:
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            for r in sorted(self.rows.values(), key=lambda r: int(r.get("number") or 0)):
+                w.writerow(r)
+            _atomic_write(os.path.join(self.run_dir, "trials.csv"), buf.getvalue())
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result.get("done") and not result.get("infeasible") and not result.get("failed") \
+                    and int(result.get("epoch") or 0) < self.epochs:
+                result["pruned"] = True  # stopped by the scheduler: the searcher records PRUNED
+            self._row(trial, result, trial_state(result, self.epochs))
+            self._flush()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            result = dict(trial.last_result or {})
+            row = self._row(trial, result, trial_state(result, self.epochs))
+            self._flush()
+            self._say(row)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            result = dict(trial.last_result or {})
+            err = ""
+            if trial.error_file and os.path.isfile(trial.error_file):
+                with open(trial.error_file, errors="replace") as f:
+                    lines = [ln for ln in f.read().strip().splitlines() if ln.strip()]
+                err = lines[-1][:300] if lines else ""
+            result["error"] = err or "trial process failed"
+            row = self._row(trial, result, "failed")
+            self._flush()
+            self._say(row)
+
+        def _say(self, row: dict) -> None:
+            if not self.progress:
+                return
+            counts: dict[str, int] = {}
+            for r in self.rows.values():
+                counts[r["state"]] = counts.get(r["state"], 0) + 1
+            acc = row.get("val_acc")
+            acc_s = f"acc {float(acc):.3f}" if acc not in ("", None) and row["state"] != "infeasible" else ""
+            lat = row.get("latency_ms")
+            lat_s = f"{float(lat):.2f} ms" if lat not in ("", None) else ""
+            front = len(pareto_names(list(self.rows.values())))
+            tally = " ".join(f"{k} {counts.get(k, 0)}" for k in ("complete", "pruned", "infeasible", "failed"))
+            extra = f"  ({row['error']})" if row.get("error") else ""
+            self.progress(f"[trial {row['number']}] {row['state']:<10} {row['name'] or '-'}  {acc_s}  {lat_s}"
+                          f"  epochs {row['epochs_done']}/{self.epochs}{extra}\n    done: {tally}; front {front}")
+
+    return Recorder
+
+
+def pareto_names(rows: list[dict]) -> list[str]:
+    """Names of complete trials on the accuracy/latency front."""
+    pts = [(float(r["val_acc"]), float(r["latency_ms"]), r["name"]) for r in rows if r.get("state") == "complete"]
+    front = [n for a, l, n in pts if not any(a2 >= a and l2 <= l and (a2 > a or l2 < l) for a2, l2, _ in pts)]
+    return sorted(set(front))
+
+
+# ------------------------------------------------------------------------------------------ searcher
+def _make_searcher_class():
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    class StudySearch(OptunaSearch):
+        """OptunaSearch that records pruned trials as PRUNED, failed as FAIL, infeasible as constrained."""
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+            if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+                return
+            ot_trial = self._ot_trials[trial_id]
+            result = result or {}
+            acc, lat = result.get("val_acc"), result.get("latency_ms")
+            if result.get("val_acc_epochs"):
+                ot_trial.set_user_attr("val_acc_epochs", json.loads(result["val_acc_epochs"]))
+            if error or result.get("failed"):
+                ot_trial.set_user_attr("error", str(result.get("error", "trial process failed"))[:500])
+                self._tell(ot_trial, None, optuna.trial.TrialState.FAIL)
+            elif result.get("pruned") or (not result.get("infeasible") and acc is None):
+                ot_trial.set_user_attr("pruned_at_epoch", result.get("epoch"))
+                self._tell(ot_trial, None, optuna.trial.TrialState.PRUNED)
+            else:  # complete, or infeasible (values kept so the sampler learns; constraint > 0 excludes it)
+                self._tell(ot_trial, [float(acc or 0.0), float(lat or 0.0)], optuna.trial.TrialState.COMPLETE)
+            self._completed_trials.add(trial_id)
+
+        def _tell(self, ot_trial, values, state):
+            try:
+                self._ot_study.tell(ot_trial, values, state=state)
+            except Exception as e:  # noqa: BLE001 - e.g. the trial was already finished before a resume
+                log.warning("optuna tell failed for trial %s: %s", ot_trial.number, e)
+
+    return StudySearch
+
+
+def make_sampler(study: Study):
+    import optuna
+
+    s = study.search
+    seed = s["seed"]
+    if s["sampler"] == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(8, max(2, s["trials"] // 3)),
+                                          multivariate=True, group=True)
+    if s["sampler"] == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, s["trials"] // 3)))
+    if s["sampler"] == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    g = space_grid(study.space)
+    if not g:
+        raise StudyError("search.sampler", "grid: the space has no choices to enumerate")
+    return optuna.samplers.GridSampler(g, seed=seed)
+
+
+def optuna_storage(run_dir: str, url: str | None = None):
+    import optuna
+
+    if url:
+        return optuna.storages.RDBStorage(url) if "://" in url else _journal(url)
+    return _journal(os.path.join(run_dir, "optuna.journal"))
+
+
+def _journal(path: str):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(path))
+
+
+# ------------------------------------------------------------------------------------------ driver
+def check_data(study: Study) -> None:
+    """Decode (and cache) the dataset once in the driver: a missing dataset fails before Ray starts."""
+    from lkscale.data import DataConfig, load_splits
+
+    d = study.data
+    load_splits(DataConfig(dataset=d["dataset"], root=d["root"], train_per_class=d["train_per_class"],
+                           val_per_class=d["val_per_class"], test_per_class=0, input_size=d["input_size"],
+                           seed=study.proxy["seed"]))
+
+
+def run_study(study: Study | str, output: str | None = None, resume: bool = False, address: str | None = None,
+              storage: str | None = None, optuna_url: str | None = None, trials: int | None = None,
+              verbose: bool = False, progress: Callable[[str], None] | None = None,
+              max_failures: int = 2) -> str:
+    """Run (or resume) a study; returns the run folder. Nothing already in the folder is lost."""
+    if isinstance(study, str):
+        study = load_study(study)
+    say = progress or (lambda m: log.info(m))
+    run_dir = os.path.abspath(output or study.output)
+    tune_root = os.path.abspath(storage) if storage and "://" not in storage else run_dir
+    exp_dir = os.path.join(tune_root, "tune")
+    if os.path.isdir(exp_dir) and os.listdir(exp_dir) and not resume:
+        raise StudyError("output", f"{run_dir} already holds a search; pass --resume to continue it or choose "
+                                   f"another --output")
+    if resume and not os.path.isdir(exp_dir):
+        raise StudyError("output", f"nothing to resume in {run_dir} (no tune/ folder)")
+    os.makedirs(run_dir, exist_ok=True)
+    if study.data["root"]:
+        study.data["root"] = os.path.abspath(os.path.expanduser(study.data["root"]))
+    say(f"study {study.name}: checking data")
+    check_data(study)
+    if not resume:
+        _atomic_write(os.path.join(run_dir, "study.yaml"), study.to_yaml())
+    budget_trials = trials or study.search["trials"]
+
+    _quiet(verbose)
+    import ray
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from lkscale.pruning import make_scheduler
+
+    if not ray.is_initialized():
+        say("starting Ray" if not address else f"connecting to Ray at {address}")
+        ray.init(address=address, include_dashboard=False, logging_level=logging.INFO if verbose else logging.ERROR,
+                 log_to_driver=verbose,
+                 configure_logging=True)
+    objective = Objective(study, run_dir)
+    Recorder = _make_callback_class()
+    recorder = Recorder(run_dir, study.proxy["epochs"], study.proxy["seed"], progress)
+    param_space = {"run_dir": run_dir, "data": study.data, "proxy": study.proxy,
+                   "cpus_per_trial": study.resources["cpus_per_trial"]}
+    trainable = tune.with_resources(train_candidate, {"cpu": study.resources["cpus_per_trial"]})
+    t0 = time.time()
+    if resume:
+        say(f"resuming {exp_dir}")
+        tuner = tune.Tuner.restore(exp_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=param_space)
+        _reattach(tuner, recorder)
+    else:
+        StudySearch = _make_searcher_class()
+        searcher = StudySearch(space=objective, metric=["val_acc", "latency_ms"], mode=["max", "min"],
+                               sampler=make_sampler(study), study_name=study.name,
+                               storage=optuna_storage(run_dir, optuna_url))
+        pr = study.search["pruning"]
+        scheduler = make_scheduler(pr["scheduler"], study.proxy["epochs"], pr["grace_epochs"], pr["reduction_factor"])
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=study.search["concurrency"]),
+                                        scheduler=scheduler, num_samples=budget_trials, reuse_actors=False),
+            run_config=tune.RunConfig(name="tune", storage_path=tune_root if "://" not in (storage or "") else storage,
+                                      verbose=2 if verbose else 0, callbacks=[recorder],
+                                      failure_config=tune.FailureConfig(max_failures=max_failures)),
+        )
+    say(f"searching: {budget_trials} trials, {study.search['concurrency']} at a time, "
+        f"{study.proxy['epochs']} epochs each; results in {run_dir}")
+    tuner.fit()
+    write_summary(run_dir, study, seconds=time.time() - t0)
+    return run_dir
+
+
+def _quiet(verbose: bool) -> None:
+    """Progress is ours (a line per trial); Ray's status tables and hints only with --verbose."""
+    import warnings
+
+    import optuna
+
+    if not verbose:
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Costing a candidate in the define-by-run function is deliberate: budgets are checked before training.
+    warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument")
+
+
+def _reattach(tuner, recorder) -> None:
+    """After Tuner.restore, give the restored run our live recorder (progress printing, current CSV rows)."""
+    try:
+        internal = tuner._local_tuner
+        cbs = internal._run_config.callbacks or []
+        internal._run_config.callbacks = [c for c in cbs if type(c).__name__ != "Recorder"] + [recorder]
+    except AttributeError:
+        log.warning("could not re-attach the trial recorder after restore; trials.csv may lag")
+
+
+def write_summary(run_dir: str, study: Study, seconds: float | None = None) -> dict:
+    rows = read_trials(run_dir)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    saved = sum(int(r["epochs_budget"]) - int(float(r["epochs_done"] or 0)) for r in rows if r["state"] == "pruned")
+    path = os.path.join(run_dir, "summary.json")
+    old = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = json.load(f)
+    summary = {**old, "study": study.name, "counts": counts, "trials": len(rows), "trial_epochs_saved": saved,
+               "trial_epochs_budget": len([r for r in rows if r["state"] != "infeasible"]) * study.proxy["epochs"],
+               "front": pareto_names(rows), "pruning": study.search["pruning"]["scheduler"]}
+    if seconds is not None:
+        summary["seconds_last_run"] = round(seconds, 1)
+    _atomic_write(path, json.dumps(summary, indent=2))
+    return summary
+
+
+def front_table(run_dir: str) -> str:
+    """The accuracy/latency front as a plain text table (the report module makes the full report)."""
+    rows = read_trials(run_dir)
+    names = set(pareto_names(rows))
+    front = sorted((r for r in rows if r["state"] == "complete" and r["name"] in names),
+                   key=lambda r: float(r["latency_ms"]))
+    lines = [f"{'name':<52} {'kernels':<16} {'params':>9} {'MACs':>9} {'lat ms':>7} {'acc':>6}"]
+    for r in front:
+        lines.append(f"{r['name']:<52} {'/'.join(map(str, json.loads(r['kernels']))):<16} "
+                     f"{int(float(r['params'])) / 1e6:>8.2f}M {int(float(r['flops'])) / 1e6:>8.1f}M "
+                     f"{float(r['latency_ms']):>7.2f} {float(r['val_acc']):>6.3f}")
+    return "\n".join(lines)
+

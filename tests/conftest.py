@@ -1,0 +1,33 @@
+import os
+import sys
+
+import lkscale  # noqa: F401  (first: its torchvision fix must precede any timm import)
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_CIFAR = os.path.join(REPO, "..", "shared", "data", "cifar10-jpg.tar.gz")
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
+
+
+@pytest.fixture
+def shared_cifar():
+    path = os.path.abspath(SHARED_CIFAR)
+    if not os.path.isfile(path):
+        pytest.skip(f"real image data not found at {path} (see README: Data)")
+    return path
+
+
+def run_cli(*args, env=None, timeout=600):
+    """Run the installed CLI in a fresh process; returns CompletedProcess."""
+    import subprocess
+
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "lkscale", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=REPO)
