@@ -12,7 +12,7 @@ The path of one candidate:
    failed ones as FAIL, infeasible ones as COMPLETE with a violated constraint.
 
 Run folder: ``study.yaml``, ``optuna.journal`` (Optuna JournalStorage; optuna-dashboard opens it),
-``tune/`` (Ray Tune experiment, ``Tuner.restore`` resumes it), ``trials.csv``, ``costs.json``,
+``tune*/`` (Ray Tune experiments: the first run and each resume), ``trials.csv``, ``costs.json``,
 ``weights/<name>.safetensors``, ``summary.json``.
 """
 from __future__ import annotations
@@ -55,10 +55,12 @@ class Objective:
         self.study = study
         self.run_dir = run_dir
         self.costs_path = os.path.join(run_dir, "costs.json")
-        self.costs: dict[str, dict] = {}
+        self.costs: dict[str, dict] = {}  # spec name -> costs
+        self.latency: dict[str, dict] = {}  # deploy-form name -> latency (re-param variants share a deploy form)
         if os.path.isfile(self.costs_path):
             with open(self.costs_path) as f:
-                self.costs = json.load(f)
+                saved = json.load(f)
+            self.costs, self.latency = saved.get("costs", {}), saved.get("latency", {})
 
     def cost(self, spec) -> dict:
         if spec.name in self.costs:
@@ -66,13 +68,17 @@ class Objective:
         from lkscale.cost import estimate
 
         b = self.study.budgets
+        dname = spec.without_reparam().name
+        lat = self.latency.get(dname)
         rep = estimate(spec, input_size=b["latency_input_size"], num_classes=10, batch_size=b["latency_batch_size"],
-                       threads=b["latency_threads"], repeats=b["latency_repeats"])
-        c = {"params": rep.params, "deploy_params": rep.deploy_params, "flops": rep.flops,
-             "latency_ms": rep.latency_ms, "latency_p25_ms": rep.latency_p25_ms, "latency_p75_ms": rep.latency_p75_ms,
+                       threads=b["latency_threads"], repeats=b["latency_repeats"], latency=lat is None)
+        if lat is None:
+            lat = self.latency[dname] = {"latency_ms": rep.latency_ms, "latency_p25_ms": rep.latency_p25_ms,
+                                         "latency_p75_ms": rep.latency_p75_ms}
+        c = {"params": rep.params, "deploy_params": rep.deploy_params, "flops": rep.flops, **lat, "deploy_name": dname,
              "effective_kernels": [list(s.effective_kernel) for s in rep.stages], "dead_params": rep.dead_params}
         self.costs[spec.name] = c
-        _atomic_write(self.costs_path, json.dumps(self.costs, indent=1))
+        _atomic_write(self.costs_path, json.dumps({"costs": self.costs, "latency": self.latency}, indent=1))
         return c
 
     def __call__(self, trial) -> dict:
@@ -99,6 +105,11 @@ class Objective:
                 f"{k} {cost[k]:.4g} > {study.budgets[_BUDGET_KEY[k]]:.4g}" for k in bad)
         out.update(spec=spec.to_json(), name=spec.name, params=cost["params"], deploy_params=cost["deploy_params"],
                    flops=cost["flops"], latency_ms=cost["latency_ms"])
+        done = next((r for r in read_trials(self.run_dir) if r["name"] == spec.name and r["state"] == "complete"), None)
+        if done and not bad:  # same function as a finished trial: reuse its result, never train it twice
+            out["cached"] = {"val_acc": float(done["val_acc"]), "val_acc_epochs": done["val_acc_epochs"],
+                             "epoch": int(float(done["epochs_done"])), "of": done["number"]}
+            out["notes"] = out["notes"] + [f"same architecture as trial {done['number']}: result reused"]
         return out
 
 
@@ -121,6 +132,10 @@ def train_candidate(config: dict) -> None:
             "infeasible": False, "failed": False, "error": ""}
     if config.get("infeasible"):
         tune.report({**base, "infeasible": True, "error": config["infeasible"]})
+        return
+    if config.get("cached"):
+        c = config["cached"]
+        tune.report({**base, "epoch": c["epoch"], "val_acc": c["val_acc"], "val_acc_epochs": c["val_acc_epochs"]})
         return
     threads = max(1, int(config["cpus_per_trial"]))
     torch.set_num_threads(threads)  # Ray sets OMP_NUM_THREADS=1 in workers
@@ -157,6 +172,10 @@ def train_candidate(config: dict) -> None:
         log.warning("trial failed: %s\n%s", msg, traceback.format_exc())
         tune.report({**base, "epoch": len(history), "failed": True, "error": msg[:500],
                      "val_acc_epochs": json.dumps(history), "seconds": time.time() - t0})
+
+
+def trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
 
 
 def _node_id() -> str:
@@ -318,6 +337,9 @@ def _make_searcher_class():
             if trial_id in self._completed_trials or trial_id not in self._ot_trials:
                 return
             ot_trial = self._ot_trials[trial_id]
+            self._completed_trials.add(trial_id)
+            if self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished():
+                return  # told before an interruption; the restored searcher checkpoint predates it
             result = result or {}
             acc, lat = result.get("val_acc"), result.get("latency_ms")
             if result.get("val_acc_epochs"):
@@ -330,7 +352,6 @@ def _make_searcher_class():
                 self._tell(ot_trial, None, optuna.trial.TrialState.PRUNED)
             else:  # complete, or infeasible (values kept so the sampler learns; constraint > 0 excludes it)
                 self._tell(ot_trial, [float(acc or 0.0), float(lat or 0.0)], optuna.trial.TrialState.COMPLETE)
-            self._completed_trials.add(trial_id)
 
         def _tell(self, ot_trial, values, state):
             try:
@@ -395,12 +416,12 @@ def run_study(study: Study | str, output: str | None = None, resume: bool = Fals
     say = progress or (lambda m: log.info(m))
     run_dir = os.path.abspath(output or study.output)
     tune_root = os.path.abspath(storage) if storage and "://" not in storage else run_dir
-    exp_dir = os.path.join(tune_root, "tune")
-    if os.path.isdir(exp_dir) and os.listdir(exp_dir) and not resume:
+    has_run = os.path.isfile(os.path.join(run_dir, "study.yaml")) and os.path.isdir(os.path.join(tune_root, "tune"))
+    if has_run and not resume:
         raise StudyError("output", f"{run_dir} already holds a search; pass --resume to continue it or choose "
                                    f"another --output")
-    if resume and not os.path.isdir(exp_dir):
-        raise StudyError("output", f"nothing to resume in {run_dir} (no tune/ folder)")
+    if resume and not has_run:
+        raise StudyError("output", f"nothing to resume in {run_dir} (no study.yaml and tune/ folder)")
     os.makedirs(run_dir, exist_ok=True)
     if study.data["root"]:
         study.data["root"] = os.path.abspath(os.path.expanduser(study.data["root"]))
@@ -409,7 +430,6 @@ def run_study(study: Study | str, output: str | None = None, resume: bool = Fals
     if not resume:
         _atomic_write(os.path.join(run_dir, "study.yaml"), study.to_yaml())
     budget_trials = trials or study.search["trials"]
-
     _quiet(verbose)
     import ray
     from ray import tune
@@ -417,44 +437,101 @@ def run_study(study: Study | str, output: str | None = None, resume: bool = Fals
 
     from lkscale.pruning import make_scheduler
 
+    exp_name = "tune"
+    if resume:
+        finished, requeued = prepare_resume(study, run_dir, optuna_url)
+        remaining = budget_trials - finished
+        say(f"resuming: {finished} trials already finished are kept; {requeued} interrupted trial(s) re-queued; "
+            f"{max(0, remaining)} to run")
+        k = 1
+        while os.path.isdir(os.path.join(tune_root, f"tune_resume{k}")):
+            k += 1
+        exp_name = f"tune_resume{k}"
+        if remaining <= 0:
+            write_summary(run_dir, study)
+            return run_dir
+        budget_trials = remaining
+    objective = Objective(study, run_dir)
+    if study.search["sampler"] == "grid":
+        precost_grid(study, objective, say)
     if not ray.is_initialized():
         say("starting Ray" if not address else f"connecting to Ray at {address}")
         ray.init(address=address, include_dashboard=False, logging_level=logging.INFO if verbose else logging.ERROR,
-                 log_to_driver=verbose,
-                 configure_logging=True)
-    objective = Objective(study, run_dir)
+                 log_to_driver=verbose, configure_logging=True)
     Recorder = _make_callback_class()
     recorder = Recorder(run_dir, study.proxy["epochs"], study.proxy["seed"], progress)
     param_space = {"run_dir": run_dir, "data": study.data, "proxy": study.proxy,
                    "cpus_per_trial": study.resources["cpus_per_trial"]}
     trainable = tune.with_resources(train_candidate, {"cpu": study.resources["cpus_per_trial"]})
+    StudySearch = _make_searcher_class()
+    searcher = StudySearch(space=objective, metric=["val_acc", "latency_ms"], mode=["max", "min"],
+                           sampler=make_sampler(study), study_name=study.name,
+                           storage=optuna_storage(run_dir, optuna_url))
+    pr = study.search["pruning"]
+    scheduler = make_scheduler(pr["scheduler"], study.proxy["epochs"], pr["grace_epochs"], pr["reduction_factor"])
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=study.search["concurrency"]),
+                                    scheduler=scheduler, num_samples=budget_trials, reuse_actors=False,
+                                    trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(name=exp_name, storage_path=tune_root if "://" not in (storage or "") else storage,
+                                  verbose=2 if verbose else 0, callbacks=[recorder],
+                                  failure_config=tune.FailureConfig(max_failures=max_failures)),
+    )
     t0 = time.time()
-    if resume:
-        say(f"resuming {exp_dir}")
-        tuner = tune.Tuner.restore(exp_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                   param_space=param_space)
-        _reattach(tuner, recorder)
-    else:
-        StudySearch = _make_searcher_class()
-        searcher = StudySearch(space=objective, metric=["val_acc", "latency_ms"], mode=["max", "min"],
-                               sampler=make_sampler(study), study_name=study.name,
-                               storage=optuna_storage(run_dir, optuna_url))
-        pr = study.search["pruning"]
-        scheduler = make_scheduler(pr["scheduler"], study.proxy["epochs"], pr["grace_epochs"], pr["reduction_factor"])
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=study.search["concurrency"]),
-                                        scheduler=scheduler, num_samples=budget_trials, reuse_actors=False),
-            run_config=tune.RunConfig(name="tune", storage_path=tune_root if "://" not in (storage or "") else storage,
-                                      verbose=2 if verbose else 0, callbacks=[recorder],
-                                      failure_config=tune.FailureConfig(max_failures=max_failures)),
-        )
     say(f"searching: {budget_trials} trials, {study.search['concurrency']} at a time, "
         f"{study.proxy['epochs']} epochs each; results in {run_dir}")
     tuner.fit()
+    close_abandoned(study, run_dir, optuna_url)
     write_summary(run_dir, study, seconds=time.time() - t0)
     return run_dir
+
+
+def prepare_resume(study: Study, run_dir: str, optuna_url: str | None = None) -> tuple[int, int]:
+    """Make the run folder consistent after an interruption; returns (finished trials, re-queued trials).
+
+    The Optuna storage and trials.csv are the record: finished trials stay (never trained again, the
+    sampler keeps its history); trials the interruption cut off are closed as FAIL in Optuna, dropped
+    from trials.csv, and their parameters queued again so they are trained from the start.
+    """
+    import optuna
+
+    st = optuna.load_study(study_name=study.name, storage=optuna_storage(run_dir, optuna_url))
+    requeued = 0
+    for t in st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        st._storage.set_trial_user_attr(t._trial_id, "error", "interrupted; its parameters were queued again")
+        st._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        if t.params:
+            st.enqueue_trial(t.params, skip_if_exists=False)
+            requeued += 1
+    rows = [r for r in read_trials(run_dir) if r["state"] != "running"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    _atomic_write(os.path.join(run_dir, "trials.csv"), buf.getvalue())
+    return len(rows), requeued
+
+
+def precost_grid(study: Study, objective: "Objective", say: Callable[[str], None]) -> None:
+    """Cost every grid point before any training, so latencies are measured on a quiet machine."""
+    import itertools
+
+    from lkscale.space import candidate as rebuild
+
+    g = space_grid(study.space)
+    names, values = list(g), list(itertools.product(*g.values()))
+    todo = []
+    for combo in values:
+        cand = rebuild(study.space, dict(zip(names, combo)), study.data["input_size"])
+        if cand.spec is not None and cand.spec.name not in objective.costs:
+            todo.append(cand.spec)
+    uniq = {s.name: s for s in todo}
+    if uniq:
+        say(f"costing {len(uniq)} grid candidates before training (params, FLOPs, deploy latency)")
+    for i, spec in enumerate(uniq.values()):
+        objective.cost(spec)
 
 
 def _quiet(verbose: bool) -> None:
@@ -469,16 +546,6 @@ def _quiet(verbose: bool) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Costing a candidate in the define-by-run function is deliberate: budgets are checked before training.
     warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument")
-
-
-def _reattach(tuner, recorder) -> None:
-    """After Tuner.restore, give the restored run our live recorder (progress printing, current CSV rows)."""
-    try:
-        internal = tuner._local_tuner
-        cbs = internal._run_config.callbacks or []
-        internal._run_config.callbacks = [c for c in cbs if type(c).__name__ != "Recorder"] + [recorder]
-    except AttributeError:
-        log.warning("could not re-attach the trial recorder after restore; trials.csv may lag")
 
 
 def write_summary(run_dir: str, study: Study, seconds: float | None = None) -> dict:

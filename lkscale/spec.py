@@ -206,6 +206,10 @@ class ArchSpec:
         stages[index] = dataclasses.replace(stages[index], **changes)
         return self.replace(stages=tuple(stages))
 
+    def without_reparam(self) -> "ArchSpec":
+        """The same network with no re-param branches: what the deploy form computes with."""
+        return self.replace(stages=tuple(dataclasses.replace(s, reparam=()) for s in self.stages))
+
     # ------------------------------------------------------------------ identity
     @property
     def blocks(self) -> tuple[str, ...]:
