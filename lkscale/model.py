@@ -43,6 +43,9 @@ class LKNet(nn.Module):
         self.num_features = widths[-1]
         self.head = get_family(spec.head).make_head(widths[-1], num_classes, drop_rate)
         self.apply(_init_weights)
+        for m in self.modules():  # family-specific init (e.g. DCNv3's zero offset/mask projections), timm's convention
+            if m is not self and callable(getattr(m, "init_weights", None)):
+                m.init_weights()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))

@@ -1,0 +1,177 @@
+"""DCNv3 family: InternImage (Wang et al., "InternImage: Exploring Large-Scale Vision Foundation Models
+with Deformable Convolutions", CVPR 2023), structure as in OpenGVLab/InternImage ``classification/``.
+
+- DCNv3 module (channels-last inside): ``input_proj`` Linear on the value path; on the input, a depthwise
+  KxK conv -> LayerNorm -> GELU, then ``offset`` Linear (G*K*K*2) and ``mask`` Linear (G*K*K, softmax
+  over the K*K points of each group); the deformable aggregation (``lkscale.ops.dcnv3.dcnv3_core``);
+  ``output_proj`` Linear. K = ``stage.kernel`` (also the depthwise kernel), G = ``stage.dcn_groups``.
+- Layer: ``x + drop_path(dcn(norm1(x)))`` then ``x + drop_path(mlp(norm2(x)))``, MLP hidden
+  ``int(C * ffn_ratio)``, pre-norm LayerNorms (eps 1e-6).
+- Layer scale: the reference's ``layer_scale`` argument is the init value of per-channel gammas or None
+  (InternImage-T/S/B: None). Here ``spec.layer_scale > 0`` adds gammas initialised to that value and
+  ``spec.layer_scale == 0`` leaves them out; the ``internimage_t`` preset sets 0 to match the reference.
+- A stage ends with a LayerNorm (the reference's ``InternImageBlock.norm``), so ``make_blocks`` returns
+  ``depth`` layers followed by one ``LayerNorm2d``.
+- Stem (``StemLayer``): 3x3 conv (C/2) -> LN -> GELU -> 3x3 conv (C) -> LN; strides (2, 2) for stem
+  stride 4, (2, 1) for 2, (1, 1) for 1. Transition: 3x3 stride-2 conv (no bias) -> LN.
+- Head: 1x1 conv (no bias) to ``int(C * 1.5)`` -> BatchNorm -> GELU -> global average pool -> dropout
+  -> fc. The conv-BN pair is a ``ConvBN``, so ``lkscale.reparameterize`` folds the BN.
+
+Every module takes and returns NCHW tensors; the layers permute to channels-last internally (after the
+first layer the tensors are channels-last in memory, so the permutes are free views).
+
+Initialisation: ``DCNv3.init_weights()`` zeroes the offset/mask projections and gives input/output
+projections Xavier-uniform weights, as InternImage's ``_reset_parameters``. It runs in ``__init__``;
+a model-wide re-initialisation (``LKNet`` applies trunc-normal to every Linear) must call it again
+afterwards, as InternImage's ``_init_deform_weights`` does.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, LayerNorm, LayerNorm2d, Mlp
+from torch import nn
+
+from lkscale.blocks.common import ConvBN
+from lkscale.ops import DWConv2d
+from lkscale.ops.dcnv3 import dcnv3_core
+from lkscale.spec import ArchSpec, StageSpec
+
+LN_EPS = 1e-6
+CLS_SCALE = 1.5  # InternImage's head widens the last stage by this factor
+
+
+class DCNv3(nn.Module):
+    """DCNv3 operator with its projections; input and output ``(N, H, W, C)`` channels-last."""
+
+    def __init__(self, channels: int, kernel: int = 3, groups: int = 4, offset_scale: float = 1.0,
+                 dilation: int = 1):
+        super().__init__()
+        if channels % groups:
+            raise ValueError(f"DCNv3: channels {channels} not divisible by groups {groups}")
+        self.channels, self.kernel, self.groups = channels, kernel, groups
+        self.dilation, self.offset_scale = dilation, offset_scale
+        points = kernel * kernel
+        self.dw_conv = DWConv2d(channels, kernel, bias=True)
+        self.dw_norm = LayerNorm(channels, eps=LN_EPS)
+        self.dw_act = nn.GELU()
+        self.offset = nn.Linear(channels, groups * points * 2)
+        self.mask = nn.Linear(channels, groups * points)
+        self.input_proj = nn.Linear(channels, channels)
+        self.output_proj = nn.Linear(channels, channels)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """InternImage's init: zero offsets and a uniform mask at start, Xavier projections."""
+        for lin in (self.offset, self.mask):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+        for lin in (self.input_proj, self.output_proj):
+            nn.init.xavier_uniform_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, h, w, _ = x.shape
+        value = self.input_proj(x)
+        feat = self.dw_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        feat = self.dw_act(self.dw_norm(feat))
+        offset = self.offset(feat)
+        mask = F.softmax(self.mask(feat).view(n, h, w, self.groups, -1), dim=-1).view(n, h, w, -1)
+        out = dcnv3_core(value, offset, mask, self.kernel, self.groups, dilation=self.dilation,
+                         offset_scale=self.offset_scale)
+        return self.output_proj(out)
+
+
+class InternImageLayer(nn.Module):
+    """Pre-norm DCNv3 + MLP residual layer (NCHW in and out)."""
+
+    def __init__(self, channels: int, stage: StageSpec, drop_path: float, ls_init: float):
+        super().__init__()
+        self.norm1 = LayerNorm(channels, eps=LN_EPS)
+        self.dcn = DCNv3(channels, stage.kernel, stage.dcn_groups)
+        self.norm2 = LayerNorm(channels, eps=LN_EPS)
+        self.mlp = Mlp(channels, int(channels * stage.ffn_ratio), act_layer=nn.GELU)
+        if ls_init > 0:
+            self.gamma1 = nn.Parameter(ls_init * torch.ones(channels))
+            self.gamma2 = nn.Parameter(ls_init * torch.ones(channels))
+        else:
+            self.gamma1 = self.gamma2 = None
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        y = self.dcn(self.norm1(x))
+        if self.gamma1 is not None:
+            y = y * self.gamma1
+        x = x + self.drop_path(y)
+        y = self.mlp(self.norm2(x))
+        if self.gamma2 is not None:
+            y = y * self.gamma2
+        x = x + self.drop_path(y)
+        return x.permute(0, 3, 1, 2)
+
+
+def make_blocks(stage: StageSpec, drop_path: list[float], spec: ArchSpec) -> list[nn.Module]:
+    layers: list[nn.Module] = [InternImageLayer(stage.width, stage, dp, spec.layer_scale) for dp in drop_path]
+    layers.append(LayerNorm2d(stage.width, eps=LN_EPS))  # end-of-stage norm, as InternImageBlock.norm
+    return layers
+
+
+def make_stem(in_chans: int, out_chans: int, stride: int) -> nn.Module:
+    s1, s2 = {4: (2, 2), 2: (2, 1), 1: (1, 1)}[stride]
+    mid = max(out_chans // 2, 1)
+    return nn.Sequential(
+        nn.Conv2d(in_chans, mid, 3, s1, 1),
+        LayerNorm2d(mid, eps=LN_EPS),
+        nn.GELU(),
+        nn.Conv2d(mid, out_chans, 3, s2, 1),
+        LayerNorm2d(out_chans, eps=LN_EPS),
+    )
+
+
+def make_downsample(in_chans: int, out_chans: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(in_chans, out_chans, 3, 2, 1, bias=False), LayerNorm2d(out_chans, eps=LN_EPS))
+
+
+class InternImageHead(nn.Module):
+    """1x1 conv-BN-GELU to ``int(C * 1.5)`` -> global average pool -> dropout -> fc."""
+
+    def __init__(self, in_chans: int, num_classes: int, drop_rate: float):
+        super().__init__()
+        hidden = int(in_chans * CLS_SCALE)
+        self.conv_head = ConvBN(in_chans, hidden, 1, act=nn.GELU)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_head(x).mean((2, 3))
+        return self.fc(self.drop(x))
+
+
+def make_head(in_chans: int, num_classes: int, drop_rate: float) -> nn.Module:
+    return InternImageHead(in_chans, num_classes, drop_rate)
+
+
+def _stages(depths, widths, groups, kernel=3, ffn_ratio=4.0):
+    return [{"block": "dcnv3", "depth": d, "width": w, "kernel": kernel, "dcn_groups": g, "ffn_ratio": ffn_ratio}
+            for d, w, g in zip(depths, widths, groups)]
+
+
+PRESETS = {
+    # InternImage-T: classification/configs/internimage_t_1k_224.yaml (channels 64, depths 4-4-18-4,
+    # groups 4-8-16-32, offset_scale 1, mlp_ratio 4, drop_path 0.2 (0.1 in with_lr_decay/), no layer scale).
+    "internimage_t": {"stem": {"stride": 4}, "stages": _stages([4, 4, 18, 4], [64, 128, 256, 512], [4, 8, 16, 32]),
+                      "drop_path_rate": 0.2, "layer_scale": 0.0},
+    # CIFAR-scale proxy: stem stride 2 so 32 px inputs leave 16/8/4/2 maps; 16 channels per DCN group.
+    "dcnv3_proxy": {"stem": {"stride": 2}, "stages": _stages([1, 1, 2, 1], [32, 64, 128, 256], [2, 4, 8, 16]),
+                    "drop_path_rate": 0.1, "layer_scale": 0.0},
+}
+
+# Exact count of the reference structure (OpenGVLab/InternImage classification/models/intern_image.py,
+# InternImage(channels=64, depths=[4,4,18,4], groups=[4,8,16,32], num_classes=1000)), counted layer by
+# layer in tests/test_dcnv3.py::reference_internimage_params; the model zoo / paper give "30M".
+PUBLISHED = {
+    "internimage_t": (29_918_424, "count of the official InternImage-T structure (OpenGVLab/InternImage "
+                                  "classification/models/intern_image.py); README model zoo / paper: 30M params, 5G FLOPs"),
+}
