@@ -52,11 +52,12 @@ def crowding(points: dict, layer: list) -> dict:
 
 
 def keep_top(points: dict, fraction: float) -> set:
-    """Keys of the best ``ceil(n * fraction)`` points by layer, then crowding distance."""
+    """The first non-dominated layer (never pruned), then more layers up to ``ceil(n * fraction)`` points,
+    breaking ties inside the boundary layer by crowding distance."""
     k = max(1, math.ceil(len(points) * fraction))
     kept: list = []
-    for layer in nondominated_layers(points):
-        if len(kept) + len(layer) <= k:
+    for i, layer in enumerate(nondominated_layers(points)):
+        if i == 0 or len(kept) + len(layer) <= k:
             kept.extend(layer)
             continue
         cd = crowding(points, layer)

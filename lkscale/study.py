@@ -266,7 +266,9 @@ def _parse_space(raw: Any) -> SpaceConfig:
     if not isinstance(stage_list, list):
         raise StudyError("space.stages", "expected a list of per-stage mappings")
     n_base = len(base["stages"]) if base else None
-    n = n_base or len(stage_list)
+    n_pattern = next((len(_parse_knob(raw[k], f"space.{k}", list_valued=True).choices[0])
+                      for k in PATTERN_KNOBS if k in raw), 0)
+    n = n_base or len(stage_list) or n_pattern
     if stage_list and n_base and len(stage_list) != n_base:
         raise StudyError("space.stages", f"{len(stage_list)} stages given but base {base_name or ''} has {n_base}")
     if n not in (3, 4):
@@ -294,11 +296,13 @@ def _parse_space(raw: Any) -> SpaceConfig:
             raise StudyError(f"space.stages[{i}].{bad[0]}", f"unknown knob; allowed: {', '.join(STAGE_KNOBS)}")
         stages.append({k: _parse_knob(v, f"space.stages[{i}].{k}", list_valued=(k == "reparam")) for k, v in st.items()})
     if not base:
-        for i, st in enumerate(stages):
+        for i in range(n):
+            st = stages[i] if i < len(stages) else {}
             for req in ("depth", "width", "kernel"):
                 if req not in st and req not in knobs and f"{req}s" not in patterns:
-                    raise StudyError(f"space.stages[{i}].{req}", "missing: with no base preset every stage needs it")
-        if "block" not in knobs and any("block" not in st for st in stages):
+                    where = f"space.stages[{i}].{req}" if stages else f"space.{req}"
+                    raise StudyError(where, "missing: with no base preset every stage needs it")
+        if "block" not in knobs and (not stages or any("block" not in st for st in stages)):
             raise StudyError("space.block", "missing: with no base preset give the block family")
     for path, kn in [(f"space.{k}", v) for k, v in knobs.items()] + [
             (f"space.stages[{i}].{k}", v) for i, st in enumerate(stages) for k, v in st.items()]:
