@@ -25,5 +25,12 @@ def get_preset(name: str) -> ArchSpec:
     return _get(name)
 
 
+def load(path: str, deploy: bool = False):
+    """Rebuild an exported model (``lkscale export``) from its folder: train form, or ``deploy`` form (eval mode)."""
+    from lkscale.export import load as _load
+
+    return _load(path, deploy=deploy)
+
+
 __all__ = ["ArchSpec", "StageSpec", "StemSpec", "Branch", "SpecError", "build_model", "reparameterize",
-           "get_preset", "__version__"]
+           "get_preset", "load", "__version__"]

@@ -18,10 +18,14 @@ Run folder: ``study.yaml``, ``optuna.journal`` (Optuna JournalStorage; optuna-da
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
 import os
+import shutil
+import tarfile
+import tempfile
 import time
 import traceback
 from typing import Any, Callable
@@ -117,8 +121,13 @@ _BUDGET_KEY = {"params": "max_params", "flops": "max_flops", "latency_ms": "max_
 
 
 # ------------------------------------------------------------------------------------------ trainable
-def train_candidate(config: dict) -> None:
-    """Tune function trainable: proxy-train one candidate, reporting after every epoch."""
+def train_candidate(config: dict, data_stage: dict | None = None) -> None:
+    """Tune function trainable: proxy-train one candidate, reporting after every epoch.
+
+    ``data_stage`` (cluster runs, see :func:`data_stage_payload`): the dataset in Ray's object store, used
+    on a node that cannot read the data root. The final weights are also reported as a Tune checkpoint,
+    so they reach the driver through ``--storage`` when the run folder is not shared.
+    """
     import torch
     from ray import tune
 
@@ -142,7 +151,7 @@ def train_candidate(config: dict) -> None:
     t0 = time.time()
     history: list[float] = []
     try:
-        d, p = config["data"], config["proxy"]
+        d, p = node_data(config["data"], data_stage), config["proxy"]
         splits = load_splits(DataConfig(dataset=d["dataset"], root=d["root"], train_per_class=d["train_per_class"],
                                         val_per_class=d["val_per_class"], test_per_class=0,
                                         input_size=d["input_size"], seed=p["seed"], augment=d["augment"]))
@@ -155,12 +164,16 @@ def train_candidate(config: dict) -> None:
         def on_epoch(m: dict):
             history.append(float(m["val_acc"]))
             final = m["epoch"] >= p["epochs"]
-            if final:
-                _save_weights(model, spec, splits, config["run_dir"])
+            ckpt_dir = None
+            if final:  # weights into a checkpoint folder (Tune persists it to storage) and the run folder if seen
+                ckpt_dir = _weights_checkpoint(model, spec, splits, config["run_dir"])
             tune.report({**base, "epoch": m["epoch"], "val_acc": float(m["val_acc"]), "val_loss": float(m["val_loss"]),
                          "train_loss": float(m["train_loss"]), "epoch_seconds": float(m["epoch_seconds"]),
                          "images_per_s": float(m["images_per_s"]), "val_acc_epochs": json.dumps(history),
-                         "seconds": time.time() - t0})
+                         "seconds": time.time() - t0},
+                        checkpoint=tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)
+            if ckpt_dir:
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
             return None
 
         result = train_model(model, splits, cfg, callback=on_epoch)
@@ -195,8 +208,124 @@ def _save_weights(model, spec, splits, run_dir: str) -> None:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = os.path.join(d, f".{spec.name}.{os.getpid()}.tmp")
     save_file(state, tmp, metadata={"spec": spec.to_json(), "num_classes": str(splits.num_classes),
-                                    "in_chans": str(splits.in_chans), "classes": json.dumps(splits.classes)})
+                                    "in_chans": str(splits.in_chans), "classes": json.dumps(splits.classes),
+                                    "mean": json.dumps([float(v) for v in splits.mean]),
+                                    "std": json.dumps([float(v) for v in splits.std])})
     os.replace(tmp, os.path.join(d, f"{spec.name}.safetensors"))
+
+
+def _weights_checkpoint(model, spec, splits, run_dir: str) -> str:
+    """Write the weights into a fresh checkpoint folder (``weights/<name>.safetensors``) and, when this node
+    sees the driver's run folder (one machine or a shared filesystem), into ``run_dir/weights`` too."""
+    ckpt = tempfile.mkdtemp(prefix="lkscale-ckpt-")
+    _save_weights(model, spec, splits, ckpt)
+    if os.path.isdir(run_dir):
+        _copy_weights(os.path.join(ckpt, "weights", f"{spec.name}.safetensors"), run_dir)
+    return ckpt
+
+
+def _copy_weights(src: str, run_dir: str) -> str:
+    d = os.path.join(run_dir, "weights")
+    os.makedirs(d, exist_ok=True)
+    dest = os.path.join(d, os.path.basename(src))
+    tmp = os.path.join(d, f".{os.path.basename(src)}.{os.getpid()}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    return dest
+
+
+# ------------------------------------------------------------------------------------------ data staging
+STAGE_MAX_BYTES = 4 << 30  # larger data roots are never shipped through the object store
+
+
+def _stage_mode() -> str:
+    """``LKSCALE_STAGE_DATA``: ``auto`` (default: stage on nodes that cannot read the data root), ``always``
+    (stage everywhere: node-local copies instead of a slow shared filesystem), ``never``."""
+    mode = os.environ.get("LKSCALE_STAGE_DATA", "auto").strip().lower() or "auto"
+    if mode not in ("auto", "always", "never"):
+        raise StudyError("LKSCALE_STAGE_DATA", f"{mode!r} unknown; allowed: auto, always, never")
+    return mode
+
+
+def data_stage_payload(data: dict) -> dict | None:
+    """Driver side of data staging for cluster runs: put the study's dataset source (an archive's bytes, or
+    a folder as an uncompressed tar) into Ray's object store once. Returns a small dict for the trials
+    (an ObjectRef plus the source's path, size and mtime), or None when there is nothing to stage
+    (synthetic data, ``LKSCALE_STAGE_DATA=never``, or a source over ``STAGE_MAX_BYTES``)."""
+    import ray
+
+    from lkscale.data import default_data_root
+
+    if data.get("dataset") == "synthetic" or _stage_mode() == "never":
+        return None
+    src = os.path.abspath(os.path.expanduser(data.get("root") or default_data_root(data.get("dataset", "imagefolder"))))
+    if os.path.isdir(src):
+        files = [os.path.join(dp, f) for dp, _, fs in os.walk(src) for f in fs]
+        size = sum(os.path.getsize(f) for f in files)
+        mtime = max([os.stat(f).st_mtime_ns for f in files] + [os.stat(src).st_mtime_ns])
+        kind = "dir"
+    else:
+        st = os.stat(src)
+        size, mtime, kind = st.st_size, st.st_mtime_ns, "file"
+    if size > STAGE_MAX_BYTES:
+        log.warning("data root %s is %.1f GB: not staged through the object store; every node must read it "
+                    "(shared filesystem or a copy at the same path)", src, size / 1e9)
+        return None
+    if kind == "file":
+        with open(src, "rb") as f:
+            payload = f.read()
+    else:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tf:
+            tf.add(src, arcname=os.path.basename(src))
+        payload = buf.getvalue()
+    return {"ref": ray.put(payload), "source": src, "name": os.path.basename(src), "kind": kind, "size": size,
+            "mtime_ns": mtime}
+
+
+def node_data(data: dict, stage: dict | None) -> dict:
+    """Worker side: the study's ``data`` settings for this node. Without a stage payload, unchanged; when
+    the data root is readable here (and ``LKSCALE_STAGE_DATA`` is not ``always``), the root as the driver
+    resolved it; otherwise the source is fetched from the object store once per node into
+    ``$LKSCALE_CACHE/staged/<key>/`` (under a file lock, renamed into place when complete) and the root
+    points there. ``lkscale.data`` then decodes it once per node into the same cache."""
+    if not stage:
+        return data
+    mode = _stage_mode()
+    if mode == "never" or (mode == "auto" and os.path.exists(stage["source"])):
+        return {**data, "root": stage["source"]}
+    from filelock import FileLock
+
+    from lkscale.data import cache_dir
+
+    key = hashlib.sha256(f"{stage['source']}|{stage['size']}|{stage['mtime_ns']}".encode()).hexdigest()[:16]
+    base = os.path.join(str(cache_dir()), "staged")
+    final = os.path.join(base, key)
+    dest = os.path.join(final, stage["name"])
+    if not os.path.isfile(os.path.join(final, ".complete")):
+        os.makedirs(base, exist_ok=True)
+        with FileLock(final + ".lock"):
+            if not os.path.isfile(os.path.join(final, ".complete")):
+                import ray
+
+                log.info("staging %s from the object store into %s", stage["source"], final)
+                payload = ray.get(stage["ref"])
+                tmp = tempfile.mkdtemp(prefix=key + ".tmp-", dir=base)
+                try:
+                    if stage["kind"] == "file":
+                        with open(os.path.join(tmp, stage["name"]), "wb") as f:
+                            f.write(payload)
+                        os.utime(os.path.join(tmp, stage["name"]), ns=(stage["mtime_ns"], stage["mtime_ns"]))
+                    else:
+                        with tarfile.open(fileobj=io.BytesIO(payload), mode="r:") as tf:
+                            tf.extractall(tmp, filter="data")
+                    with open(os.path.join(tmp, ".complete"), "w") as f:
+                        f.write(stage["source"] + "\n")
+                    shutil.rmtree(final, ignore_errors=True)  # a stale, incomplete copy
+                    os.replace(tmp, final)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+    return {**data, "root": dest}
 
 
 # ------------------------------------------------------------------------------------------ recording
@@ -286,6 +415,20 @@ def _make_callback_class():
             row = self._row(trial, result, trial_state(result, self.epochs))
             self._flush()
             self._say(row)
+
+        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+            """The final weights of a trial, persisted by Tune to storage: copied into ``run_dir/weights`` when
+            the trial's node could not write there (no shared filesystem)."""
+            name = trial.config.get("name")
+            if not name or os.path.isfile(os.path.join(self.run_dir, "weights", f"{name}.safetensors")):
+                return
+            try:
+                with checkpoint.as_directory() as d:
+                    src = os.path.join(d, "weights", f"{name}.safetensors")
+                    if os.path.isfile(src):
+                        _copy_weights(src, self.run_dir)
+            except Exception as e:  # noqa: BLE001 - the row still says complete; export reports missing weights
+                log.warning("could not copy the weights of %s from its checkpoint: %s", name, e)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             result = dict(trial.last_result or {})
@@ -417,6 +560,9 @@ def run_study(study: Study | str, output: str | None = None, resume: bool = Fals
     run_dir = os.path.abspath(output or study.output)
     tune_root = os.path.abspath(storage) if storage and "://" not in storage else run_dir
     has_run = os.path.isfile(os.path.join(run_dir, "study.yaml")) and os.path.isdir(os.path.join(tune_root, "tune"))
+    if storage and "://" in storage:  # Tune's folders are in remote storage: the run folder is the record
+        has_run = os.path.isfile(os.path.join(run_dir, "study.yaml")) and (
+            bool(optuna_url) or os.path.isfile(os.path.join(run_dir, "optuna.journal")))
     if has_run and not resume:
         raise StudyError("output", f"{run_dir} already holds a search; pass --resume to continue it or choose "
                                    f"another --output")
@@ -447,6 +593,8 @@ def run_study(study: Study | str, output: str | None = None, resume: bool = Fals
         while os.path.isdir(os.path.join(tune_root, f"tune_resume{k}")):
             k += 1
         exp_name = f"tune_resume{k}"
+        if storage and "://" in storage:  # cannot list remote storage here: a name that cannot collide
+            exp_name = "tune_resume-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         if remaining <= 0:
             write_summary(run_dir, study)
             return run_dir
@@ -462,7 +610,15 @@ def run_study(study: Study | str, output: str | None = None, resume: bool = Fals
     recorder = Recorder(run_dir, study.proxy["epochs"], study.proxy["seed"], progress)
     param_space = {"run_dir": run_dir, "data": study.data, "proxy": study.proxy,
                    "cpus_per_trial": study.resources["cpus_per_trial"]}
-    trainable = tune.with_resources(train_candidate, {"cpu": study.resources["cpus_per_trial"]})
+    trainable = train_candidate
+    if address:  # a cluster: nodes without the data root get it from the object store (once per node)
+        stage = data_stage_payload(study.data)
+        if stage is not None:
+            trainable = tune.with_parameters(train_candidate, data_stage=stage)
+        if not storage:
+            say(f"note: Tune results and trial weights go to {run_dir}; on a cluster without a shared "
+                f"filesystem pass --storage (a path every node shares, or a URI such as s3://...)")
+    trainable = tune.with_resources(trainable, {"cpu": study.resources["cpus_per_trial"]})
     StudySearch = _make_searcher_class()
     searcher = StudySearch(space=objective, metric=["val_acc", "latency_ms"], mode=["max", "min"],
                            sampler=make_sampler(study), study_name=study.name,
@@ -512,6 +668,21 @@ def prepare_resume(study: Study, run_dir: str, optuna_url: str | None = None) ->
     w.writerows(rows)
     _atomic_write(os.path.join(run_dir, "trials.csv"), buf.getvalue())
     return len(rows), requeued
+
+
+def close_abandoned(study: Study, run_dir: str, optuna_url: str | None = None) -> int:
+    """After a finished Tune run: Optuna trials still RUNNING (asked by the searcher, never told) are closed
+    as FAIL, so the storage holds no phantom running trials. Returns how many were closed.
+    (Added by the cluster work: run_study called it but it was not defined.)"""
+    import optuna
+
+    st = optuna.load_study(study_name=study.name, storage=optuna_storage(run_dir, optuna_url))
+    n = 0
+    for t in st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        st._storage.set_trial_user_attr(t._trial_id, "error", "abandoned: asked by the searcher, never finished")
+        st._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        n += 1
+    return n
 
 
 def precost_grid(study: Study, objective: "Objective", say: Callable[[str], None]) -> None:

@@ -1,0 +1,49 @@
+"""``lkscale report RUN_DIR [--json]``: Pareto fronts, hypervolume, scaling table and figures of a search run."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from lkscale.cli import UsageError
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "report", help="write report.md, figures and report.html for a search run folder",
+        description="Pareto fronts (validation accuracy vs deploy latency and vs FLOPs, complete trials only) with "
+                    "hypervolume, trial counts, trial-epochs saved by pruning, kernel-size scaling. Files are written "
+                    "into RUN_DIR; progress goes to stderr.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `lkscale search`")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument("--no-figures", action="store_true", help="write report.md only (no PNG/HTML)")
+    p.add_argument("--ref-latency-ms", type=float, default=None, metavar="MS",
+                   help="hypervolume reference latency (default: budgets.max_latency_ms, else the run's stored one)")
+    p.add_argument("--ref-flops", type=float, default=None, metavar="MACS",
+                   help="hypervolume reference FLOPs (default: budgets.max_flops, else the run's stored one)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lkscale.report import RunDirError, make_report
+
+    for name in ("ref_latency_ms", "ref_flops"):
+        v = getattr(args, name)
+        if v is not None and not v > 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {v}")
+    reference = {"latency_ms": args.ref_latency_ms, "flops": args.ref_flops}
+    try:
+        result = make_report(args.run_dir, reference=reference, figures=not args.no_figures,
+                             progress=lambda m: print(m, file=sys.stderr))
+    except RunDirError as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        json.dump(result, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        for key, fr in result["fronts"].items():
+            ref = fr["reference"]
+            col = fr["objectives"][1]
+            print(f"front vs {col}: {len(fr['front'])} trials, hypervolume {fr['hypervolume']:.6g} "
+                  f"(reference acc 0, {col} {ref[col]:g}; {ref['source']})")
+        print(f"report: {result['files']['report']}")
+    return 0

@@ -1,0 +1,269 @@
+"""`lkscale report` on a hand-made run folder (and on the real smoke study when lkscale.search can run it)."""
+import csv
+import json
+import os
+import re
+import struct
+
+import pytest
+
+from lkscale.cli import main as cli_main
+from lkscale.report import REPLKNET_TABLE5, load_run, make_report
+
+COLUMNS = ["trial_id", "number", "name", "state", "blocks", "kernels", "depths", "widths", "dcn_groups", "reparam",
+           "stem_stride", "params", "deploy_params", "flops", "latency_ms", "val_acc", "val_acc_epochs", "epochs_done",
+           "epochs_budget", "seconds", "node", "error", "notes", "seed", "spec"]
+
+# kernels -> (params, deploy params, flops): per architecture, so identical across trials of it
+COSTS = {(3, 3, 3, 3): (1000, 900, 50_000), (7, 7, 7, 3): (1040, 940, 56_000), (13, 13, 7, 3): (1100, 1000, 64_000),
+         (31, 29, 27, 13): (1210, 1110, 80_000)}
+# (state, kernels, reparam, latency_ms, val_acc, epochs_done)
+TRIALS = [
+    ("complete", (3, 3, 3, 3), [[], [], [], []], 2.0, 0.50, 4),
+    ("complete", (7, 7, 7, 3), [[], [], [], []], 3.0, 0.58, 4),
+    ("complete", (7, 7, 7, 3), [[5], [5], [3], []], 3.1, 0.61, 4),
+    ("complete", (13, 13, 7, 3), [[5], [5], [3], []], 4.5, 0.60, 4),   # dominated by the one above
+    ("complete", (13, 13, 7, 3), [[], [], [], []], 4.4, 0.66, 4),
+    ("complete", (31, 29, 27, 13), [[5], [5], [5], []], 9.0, 0.70, 4),
+    ("complete", (31, 29, 27, 13), [[], [], [], []], 8.5, 0.64, 4),    # dominated
+    ("complete", (3, 3, 3, 3), [[], [], [], []], 2.0, 0.50, 4),        # exact duplicate of trial 0
+    ("pruned", (3, 3, 3, 3), [[], [], [], []], 1.0, 0.95, 1),          # would dominate everything: never on a front
+    ("pruned", (13, 13, 7, 3), [[], [], [], []], 4.0, 0.40, 2),
+    ("infeasible", (31, 29, 27, 13), [[], [], [], []], 0.5, None, 0),  # over budget: never trained
+    ("failed", (7, 7, 7, 3), [[], [], [], []], 0.7, 0.99, 1),          # failed after reporting something
+    ("running", (7, 7, 7, 3), [[], [], [], []], 0.8, 0.97, 2),
+]
+BUDGET_MS = 12.0
+
+
+def _name(i, kernels):
+    return f"rep-k{'.'.join(map(str, kernels))}-d1.1.1.1-w8.16.32.64-{i:06x}"
+
+
+def write_fake_run(path, trials=TRIALS, max_latency_ms=BUDGET_MS, max_flops=None):
+    os.makedirs(path, exist_ok=True)
+    study = {"name": "fake", "space": {"block": "replk"},
+             "data": {"dataset": "synthetic", "train_per_class": 10, "val_per_class": 5, "input_size": 32},
+             "proxy": {"epochs": 4, "batch_size": 16, "lr": 0.004, "seed": 0},
+             "budgets": {"max_params": None, "max_flops": max_flops, "max_latency_ms": max_latency_ms,
+                         "latency_batch_size": 1, "latency_input_size": 32, "latency_threads": 1},
+             "search": {"sampler": "tpe", "trials": len(trials), "concurrency": 2, "seed": 0,
+                        "pruning": {"scheduler": "moasha", "grace_epochs": 1, "reduction_factor": 2}},
+             "resources": {"cpus_per_trial": 1}, "output": path}
+    import yaml
+
+    with open(os.path.join(path, "study.yaml"), "w") as f:
+        yaml.safe_dump(study, f)
+    with open(os.path.join(path, "trials.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, COLUMNS)
+        w.writeheader()
+        for i, (state, kern, rep, lat, acc, done) in enumerate(trials):
+            params, dparams, flops = COSTS[kern]
+            params += sum(len(r) for r in rep) * 10  # re-param branches only add train-form parameters
+            name = _name(0 if i == 7 else i, kern)  # trial 7 re-samples trial 0's architecture: same name
+            w.writerow({"trial_id": f"t{i:04d}", "number": i, "name": name, "state": state,
+                        "blocks": json.dumps(["replk"] * 4), "kernels": json.dumps(list(kern)),
+                        "depths": "[1, 1, 1, 1]", "widths": "[8, 16, 32, 64]", "dcn_groups": "[null, null, null, null]",
+                        "reparam": json.dumps(rep), "stem_stride": 2, "params": params, "deploy_params": dparams,
+                        "flops": flops, "latency_ms": lat, "val_acc": "" if acc is None else acc,
+                        "val_acc_epochs": json.dumps([acc] * done if acc is not None else []), "epochs_done": done,
+                        "epochs_budget": 4, "seconds": 1.0, "node": "n", "error": "boom" if state == "failed" else "",
+                        "notes": "", "seed": 0, "spec": ""})
+    with open(os.path.join(path, "summary.json"), "w") as f:
+        json.dump({"study": "fake", "counts": {}, "trial_epochs_saved": 5, "kept": "by search"}, f)
+    return path
+
+
+def _brute_front(rows, col):
+    pts = [(r["val_acc"], r[col], r["name"]) for r in rows if r["state"] == "complete"]
+    return {n for a, c, n in pts
+            if not any(a2 >= a and c2 <= c and (a2 > a or c2 < c) for a2, c2, _ in pts)}
+
+
+def _hv_union(points, ref_acc, ref_cost):
+    pts = [(a, c) for a, c in points if a > ref_acc and c < ref_cost]
+    xs = sorted({c for _, c in pts} | {ref_cost})
+    ys = sorted({a for a, _ in pts} | {ref_acc})
+    return sum((x1 - x0) * (y1 - y0) for x0, x1 in zip(xs, xs[1:]) for y0, y1 in zip(ys, ys[1:])
+               if any(c <= x0 and a >= y1 for a, c in pts))
+
+
+def _rows(path):
+    with open(os.path.join(path, "trials.csv")) as f:
+        out = []
+        for r in csv.DictReader(f):
+            r = dict(r)
+            for k in ("val_acc", "latency_ms", "flops"):
+                r[k] = float(r[k]) if r[k] else None
+            out.append(r)
+        return out
+
+
+def _png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+@pytest.fixture(scope="module")
+def fake_report(tmp_path_factory):
+    run = write_fake_run(str(tmp_path_factory.mktemp("run") / "fake"))
+    return run, make_report(run)
+
+
+def test_report_files_and_front(fake_report):
+    run, res = fake_report
+    for f in ("report.md", "pareto_latency.png", "pareto_flops.png", "kernel_scaling.png", "report.html"):
+        assert os.path.isfile(os.path.join(run, f)), f
+    for f in ("pareto_latency.png", "pareto_flops.png", "kernel_scaling.png"):
+        w, h = _png_size(os.path.join(run, f))
+        assert w >= 800 and h >= 500
+    html = open(os.path.join(run, "report.html"), encoding="utf-8").read()
+    assert "<script src=" not in html and len(html) > 1_000_000  # plotly.js embedded once: works offline
+    assert html.count("Plotly.newPlot") == 3
+    rows = _rows(run)
+    for key, col in (("latency", "latency_ms"), ("flops", "flops")):
+        names = [r["name"] for r in res["fronts"][key]["front"]]
+        assert set(names) == _brute_front(rows, col)
+        states = {r["name"]: r["state"] for r in rows}
+        assert all(states[n] == "complete" for n in names)
+    # pruned / infeasible / failed / running trials dominate on paper, yet never appear on the front
+    lat_front = {r["name"] for r in res["fronts"]["latency"]["front"]}
+    assert not lat_front & {r["name"] for r in rows if r["state"] != "complete"}
+    names = [r["name"] for r in res["fronts"]["latency"]["front"]]
+    assert len(names) == len(set(names)) == 5  # trial 0 and its duplicate 7 listed once
+
+
+def test_hypervolume_and_reference(fake_report):
+    run, res = fake_report
+    rows = _rows(run)
+    fr = res["fronts"]["latency"]
+    assert fr["reference"]["latency_ms"] == BUDGET_MS and fr["reference"]["val_acc"] == 0
+    assert fr["reference"]["source"] == "budgets.max_latency_ms"
+    pts = [(r["val_acc"], r["latency_ms"]) for r in rows if r["state"] == "complete"]
+    assert fr["hypervolume"] == pytest.approx(_hv_union(pts, 0.0, BUDGET_MS), rel=1e-12)
+    assert fr["hypervolume_normalized"] == pytest.approx(fr["hypervolume"] / BUDGET_MS)
+    md = open(os.path.join(run, "report.md"), encoding="utf-8").read()
+    assert f"latency_ms = {BUDGET_MS:g} ms (budgets.max_latency_ms)" in md
+    assert f"{fr['hypervolume']:.6g}" in md
+    summary = json.load(open(os.path.join(run, "summary.json")))
+    assert summary["kept"] == "by search"  # what search wrote is kept
+    assert summary["report"]["fronts"]["latency"]["hypervolume"] == pytest.approx(fr["hypervolume"])
+    # counts and epochs saved: pruned trials ran 1 and 2 of 4 epochs
+    assert res["counts"] == {"complete": 8, "pruned": 2, "infeasible": 1, "failed": 1, "running": 1}
+    assert res["trial_epochs_saved"] == (4 - 1) + (4 - 2)
+    assert "Trial-epochs saved by pruning: **5**" in md
+
+
+def test_reference_without_budget_is_fixed_once(tmp_path):
+    run = write_fake_run(str(tmp_path / "nobudget"), max_latency_ms=None)
+    first = make_report(run, figures=False)["fronts"]
+    ref_lat, ref_flops = first["latency"]["reference"]["latency_ms"], first["flops"]["reference"]["flops"]
+    lats = [t[3] for t in TRIALS]
+    assert ref_lat >= 1.5 * max(lats) and ref_flops >= 1.5 * max(c[2] for c in COSTS.values())
+    stored = json.load(open(os.path.join(run, "summary.json")))["reference_point"]
+    assert stored["latency"]["latency_ms"] == ref_lat
+    # more trials arrive (a resumed search), one far slower: the reference point does not move
+    write_fake_run(run, trials=TRIALS + [("complete", (31, 29, 27, 13), [[], [], [], []], 100.0, 0.9, 4)],
+                   max_latency_ms=None)
+    with open(os.path.join(run, "summary.json"), "w") as f:
+        json.dump({"study": "fake", "reference_point": stored}, f)
+    again = make_report(run, figures=False)["fronts"]
+    assert again["latency"]["reference"]["latency_ms"] == ref_lat
+    assert again["flops"]["reference"]["flops"] == ref_flops
+
+
+def test_kernel_scaling_table(fake_report):
+    run, res = fake_report
+    ks = res["kernel_scaling"]
+    assert ks["kernel_settings"][0] == [3, 3, 3, 3] and ks["kernel_settings"][-1] == [31, 29, 27, 13]
+    assert ks["same_setting_as_replknet"] is True
+    lo, hi = COSTS[(3, 3, 3, 3)], COSTS[(31, 29, 27, 13)]
+    assert ks["change"]["deploy_params"] == pytest.approx(hi[1] / lo[1] - 1)
+    assert ks["change"]["flops"] == pytest.approx(hi[2] / lo[2] - 1)
+    row = next(r for r in ks["rows"] if r["kernels"] == [7, 7, 7, 3] and r["reparam"] == "none")
+    assert row["complete"] == 1 and row["val_acc_mean"] == pytest.approx(0.58)  # failed/running not averaged
+    md = open(os.path.join(run, "report.md"), encoding="utf-8").read()
+    assert "+10.4% (71.8M -> 79.3M)" in md and "+18.6% (12.9G -> 15.3G)" in md
+    assert REPLKNET_TABLE5["params"][1] / REPLKNET_TABLE5["params"][0] - 1 == pytest.approx(0.104, abs=5e-4)
+    assert REPLKNET_TABLE5["flops"][1] / REPLKNET_TABLE5["flops"][0] - 1 == pytest.approx(0.186, abs=5e-4)
+    assert f"{(hi[2] / lo[2] - 1) * 100:+.1f}%" in md
+    # the front table lists every front member with its architecture columns
+    for r in res["fronts"]["latency"]["front"]:
+        assert re.search(rf"\| `{re.escape(r['name'])}` \| replk \| {'-'.join(map(str, r['kernels']))} \|", md)
+
+
+def test_cli_report_json_and_errors(tmp_path, capsys):
+    run = write_fake_run(str(tmp_path / "cli"))
+    assert cli_main(["report", run, "--json", "--no-figures"]) == 0
+    out, err = capsys.readouterr()
+    data = json.loads(out)
+    assert data["study"] == "fake" and "report for fake" in err
+    assert data["fronts"]["latency"]["reference"]["latency_ms"] == BUDGET_MS
+    assert cli_main(["report", str(tmp_path / "missing")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip().count("\n") == 0 and "no such folder" in err
+    os.makedirs(tmp_path / "empty")
+    assert cli_main(["report", str(tmp_path / "empty")]) == 2
+    assert "not a search run folder" in capsys.readouterr().err
+    assert load_run(run).name == "fake"
+
+
+# ------------------------------------------------------------------------------ the real smoke study
+def _can_run_smoke():
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        from lkscale.search import run_study  # noqa: F401
+    except ImportError:
+        return None
+    path = os.path.join(here, "studies", "smoke.yaml")
+    return path if os.path.isfile(path) else None
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    study = _can_run_smoke()
+    if study is None:
+        pytest.skip("lkscale.search.run_study or studies/smoke.yaml not available")
+    from lkscale.search import run_study
+
+    try:
+        return run_study(study, output=str(tmp_path_factory.mktemp("smoke") / "run"))
+    except Exception as e:  # noqa: BLE001 - e.g. the shared image data is not on this machine
+        if "DataError" in type(e).__name__:
+            pytest.skip(f"smoke study data unavailable: {e}")
+        raise
+
+
+@pytest.mark.slow
+def test_report_on_real_smoke_study(smoke_run):
+    res = make_report(smoke_run)
+    rows = _rows(smoke_run)
+    assert sum(res["counts"].values()) == len(rows) > 0
+    assert {r["name"] for r in res["fronts"]["latency"]["front"]} == _brute_front(rows, "latency_ms")
+    pts = [(r["val_acc"], r["latency_ms"]) for r in rows if r["state"] == "complete"]
+    ref = res["fronts"]["latency"]["reference"]["latency_ms"]
+    assert res["fronts"]["latency"]["hypervolume"] == pytest.approx(_hv_union(pts, 0.0, ref), rel=1e-12)
+    for f in ("report.md", "pareto_latency.png", "pareto_flops.png", "report.html"):
+        assert os.path.isfile(os.path.join(smoke_run, f))
+    # the second report re-uses the reference point stored by the first
+    assert make_report(smoke_run, figures=False)["fronts"]["latency"]["reference"]["latency_ms"] == ref
+
+
+@pytest.mark.slow
+def test_export_real_smoke_winners(smoke_run, tmp_path):
+    """The search's own weight files export, reload and convert to ONNX (the export contract on real output)."""
+    import torch
+
+    from lkscale.export import export_winners, load, read_export
+
+    paths = export_winners(smoke_run, str(tmp_path / "out"), pareto=True)
+    front = make_report(smoke_run, figures=False)["fronts"]["latency"]["front"]
+    assert [os.path.basename(p) for p in paths] == [r["name"] for r in front]
+    x = torch.randn(2, 3, 32, 32)
+    for p in paths:
+        rec = read_export(p)
+        assert rec["checks"]["onnx"]["max_abs_diff"] <= 1e-4
+        with torch.no_grad():
+            torch.testing.assert_close(load(p, deploy=True)(x), load(p)(x), rtol=1e-4, atol=1e-5)
