@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-from timm.layers import trunc_normal_
 from torch import nn
 
 from lkscale.blocks import get_family
@@ -30,19 +29,19 @@ class LKNet(nn.Module):
         self.in_chans = in_chans
         self.deployed = False
         widths = spec.widths
-        self.stem = get_family(spec.stem.family).make_stem(in_chans, widths[0], spec.stem.stride)
+        self.stem = _init(spec.stem.family, get_family(spec.stem.family).make_stem(in_chans, widths[0], spec.stem.stride))
         total = sum(spec.depths)
         rates = [spec.drop_path_rate * i / (total - 1) for i in range(total)] if total > 1 else [0.0] * total
         stages, k = [], 0
         for i, st in enumerate(spec.stages):
-            ds = get_family(spec.downsample).make_downsample(widths[i - 1], st.width) if i else nn.Identity()
-            blocks = get_family(st.block).make_blocks(st, rates[k:k + st.depth], spec)
+            ds = _init(spec.downsample, get_family(spec.downsample).make_downsample(widths[i - 1], st.width)) \
+                if i else nn.Identity()
+            blocks = [_init(st.block, b) for b in get_family(st.block).make_blocks(st, rates[k:k + st.depth], spec)]
             stages.append(Stage(ds, blocks))
             k += st.depth
         self.stages = nn.Sequential(*stages)
         self.num_features = widths[-1]
-        self.head = get_family(spec.head).make_head(widths[-1], num_classes, drop_rate)
-        self.apply(_init_weights)
+        self.head = _init(spec.head, get_family(spec.head).make_head(widths[-1], num_classes, drop_rate))
         for m in self.modules():  # family-specific init (e.g. DCNv3's zero offset/mask projections), timm's convention
             if m is not self and callable(getattr(m, "init_weights", None)):
                 m.init_weights()
@@ -54,11 +53,14 @@ class LKNet(nn.Module):
         return self.head(self.forward_features(x))
 
 
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, (nn.Conv2d, nn.Linear)):
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
+def _init(family: str, part: nn.Module) -> nn.Module:
+    """Initialise a part the way its family's reference does (``init_part`` in the family module; PyTorch's
+    default init when a family has none, as RepLKNet uses). A family's init matters: with BN-heavy blocks, a
+    too-small conv init leaves BN running statistics far from the activations after a short proxy run."""
+    fn = getattr(get_family(family), "init_part", None)
+    if fn is not None:
+        part.apply(fn)
+    return part
 
 
 def build_model(spec: ArchSpec | str, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0) -> LKNet:

@@ -119,7 +119,15 @@ def random_moga_spec(rng: random.Random, stem_stride: int, layer_scale: float) -
 
 
 def randomise(model: nn.Module, gen: torch.Generator) -> None:
-    """Trained-looking BN statistics, feature-decomposition scales and layer scales."""
+    """Trained-looking BN statistics, feature-decomposition scales and layer scales.
+
+    Conv/linear weights are first set to a small scale (trunc-normal 0.02): with MogaNet's kaiming-scale init,
+    random layer scales of ~0.5 and multiplicative gating, activations reach ~1e36, where float32 round-off
+    alone exceeds the 1e-5 relative tolerance. Exactness of the folding does not depend on the weight scale.
+    """
+    from lkscale.blocks.common import trunc_normal_init
+
+    model.apply(trunc_normal_init)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.copy_(torch.rand(m.num_features, generator=gen) * 2 - 1)

@@ -10,10 +10,19 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import trunc_normal_
 from torch import nn
 
 from lkscale.ops import DWConv2d
 from lkscale.spec import Branch
+
+
+def trunc_normal_init(m: nn.Module, types: tuple = (nn.Conv2d, nn.Linear)) -> None:
+    """timm's convention (ConvNeXt, InternImage): trunc-normal(0.02) weights and zero biases."""
+    if isinstance(m, types):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
 
 
 def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ import torch
 from timm.layers import DropPath, LayerNorm, LayerNorm2d, Mlp
 from torch import nn
 
-from lkscale.blocks.common import depthwise
+from lkscale.blocks.common import depthwise, trunc_normal_init
 from lkscale.spec import ArchSpec, StageSpec
 
 
@@ -32,6 +32,9 @@ class ConvNeXtBlock(nn.Module):
         if self.gamma is not None:
             x = x * self.gamma
         return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
+
+
+init_part = trunc_normal_init  # timm's ConvNeXt init: trunc-normal(0.02) convs and linears
 
 
 def make_blocks(stage: StageSpec, drop_path: list[float], spec: ArchSpec) -> list[nn.Module]:

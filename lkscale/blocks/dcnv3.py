@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm, LayerNorm2d, Mlp
 from torch import nn
 
-from lkscale.blocks.common import ConvBN
+from lkscale.blocks.common import ConvBN, trunc_normal_init
 from lkscale.ops import DWConv2d
 from lkscale.ops.dcnv3 import dcnv3_core
 from lkscale.spec import ArchSpec, StageSpec
@@ -110,6 +110,12 @@ class InternImageLayer(nn.Module):
             y = y * self.gamma2
         x = x + self.drop_path(y)
         return x.permute(0, 3, 1, 2)
+
+
+def init_part(m: nn.Module) -> None:
+    """InternImage's init: trunc-normal(0.02) linears (convs keep PyTorch's default); DCNv3's own
+    ``init_weights`` hook then resets its offset/mask projections."""
+    trunc_normal_init(m, types=(nn.Linear,))
 
 
 def make_blocks(stage: StageSpec, drop_path: list[float], spec: ArchSpec) -> list[nn.Module]:

@@ -35,12 +35,14 @@ stays (a BN before a zero-padded 3x3 conv does not fold exactly).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from lkscale.blocks.common import ConvBN, bn_scale_shift, fold_bn_into_next_conv
+from lkscale.blocks.common import ConvBN, bn_scale_shift, fold_bn_into_next_conv, trunc_normal_init
 from lkscale.blocks.replk import BNPoolHead
 from lkscale.ops import DWConv2d
 from lkscale.spec import ArchSpec, StageSpec
@@ -287,6 +289,17 @@ class MogaDownsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.norm(x))
+
+
+def init_part(m: nn.Module) -> None:
+    """MogaNet's init: trunc-normal(0.02) linears, convs normal(0, sqrt(2 / fan_out)), zero biases."""
+    if isinstance(m, nn.Conv2d):
+        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+        nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    else:
+        trunc_normal_init(m, types=(nn.Linear,))
 
 
 def make_blocks(stage: StageSpec, drop_path: list[float], spec: ArchSpec) -> list[nn.Module]:
