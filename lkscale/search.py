@@ -126,7 +126,8 @@ def train_candidate(config: dict, data_stage: dict | None = None) -> None:
 
     ``data_stage`` (cluster runs, see :func:`data_stage_payload`): the dataset in Ray's object store, used
     on a node that cannot read the data root. The final weights are also reported as a Tune checkpoint,
-    so they reach the driver through ``--storage`` when the run folder is not shared.
+    so they reach the driver through ``--storage`` when the run folder is not shared (cluster runs only:
+    ``config["weights_checkpoint"]``; a local run writes them into the run folder alone, as before).
     """
     import torch
     from ray import tune
@@ -165,8 +166,10 @@ def train_candidate(config: dict, data_stage: dict | None = None) -> None:
             history.append(float(m["val_acc"]))
             final = m["epoch"] >= p["epochs"]
             ckpt_dir = None
-            if final:  # weights into a checkpoint folder (Tune persists it to storage) and the run folder if seen
+            if final and config.get("weights_checkpoint"):  # a cluster: also a checkpoint Tune persists to storage
                 ckpt_dir = _weights_checkpoint(model, spec, splits, config["run_dir"])
+            elif final:
+                _save_weights(model, spec, splits, config["run_dir"])
             tune.report({**base, "epoch": m["epoch"], "val_acc": float(m["val_acc"]), "val_loss": float(m["val_loss"]),
                          "train_loss": float(m["train_loss"]), "epoch_seconds": float(m["epoch_seconds"]),
                          "images_per_s": float(m["images_per_s"]), "val_acc_epochs": json.dumps(history),
@@ -609,7 +612,7 @@ def run_study(study: Study | str, output: str | None = None, resume: bool = Fals
     Recorder = _make_callback_class()
     recorder = Recorder(run_dir, study.proxy["epochs"], study.proxy["seed"], progress)
     param_space = {"run_dir": run_dir, "data": study.data, "proxy": study.proxy,
-                   "cpus_per_trial": study.resources["cpus_per_trial"]}
+                   "cpus_per_trial": study.resources["cpus_per_trial"], "weights_checkpoint": bool(address)}
     trainable = train_candidate
     if address:  # a cluster: nodes without the data root get it from the object store (once per node)
         stage = data_stage_payload(study.data)

@@ -14,8 +14,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", help="run folder (default: the study's output, runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue the study in the run folder after an interruption")
     p.add_argument("--trials", type=int, help="override search.trials")
-    p.add_argument("--address", help="Ray cluster to use: 'auto' or ray://HOST:PORT (default: start a local Ray)")
-    p.add_argument("--storage", help="where Ray Tune keeps results (a shared path or a URI Ray supports)")
+    p.add_argument("--address", help="Ray cluster to use: 'auto' ($RAY_ADDRESS or the cluster `ray start` recorded "
+                                     "here), HOST:PORT of the head, or ray://HOST:PORT (Ray Client, needs "
+                                     "ray[client]) (default: start a local Ray); see docs/cluster.md")
+    p.add_argument("--storage", help="where Ray Tune keeps results and trial checkpoints (weights): a path every "
+                                     "node shares or a URI Ray supports (s3://...); needed on a cluster without "
+                                     "a shared filesystem")
     p.add_argument("--optuna-storage", help="Optuna storage: an RDB URL (e.g. postgresql://...) or a journal file")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     p.add_argument("--verbose", action="store_true", help="show Ray's own status table and worker logs")
