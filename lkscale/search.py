@@ -544,12 +544,16 @@ def _journal(path: str):
 # ------------------------------------------------------------------------------------------ driver
 def check_data(study: Study) -> None:
     """Decode (and cache) the dataset once in the driver: a missing dataset fails before Ray starts."""
-    from lkscale.data import DataConfig, load_splits
+    from lkscale.data import DataConfig, DataError, load_splits
 
     d = study.data
-    load_splits(DataConfig(dataset=d["dataset"], root=d["root"], train_per_class=d["train_per_class"],
-                           val_per_class=d["val_per_class"], test_per_class=0, input_size=d["input_size"],
-                           seed=study.proxy["seed"]))
+    try:
+        load_splits(DataConfig(dataset=d["dataset"], root=d["root"], train_per_class=d["train_per_class"],
+                               val_per_class=d["val_per_class"], test_per_class=0, input_size=d["input_size"],
+                               seed=study.proxy["seed"]))
+    except DataError as e:  # name the study field the problem belongs to
+        msg = str(e)
+        raise StudyError("data" if msg.startswith("data.") else "data.root", msg) from None
 
 
 def run_study(study: Study | str, output: str | None = None, resume: bool = False, address: str | None = None,

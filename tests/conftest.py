@@ -31,3 +31,15 @@ def run_cli(*args, env=None, timeout=600):
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, "-m", "lkscale", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=REPO)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """Run the real smoke study once per test session, through the CLI as a user would."""
+    if not os.path.isfile(os.path.abspath(SHARED_CIFAR)) and not os.environ.get("LKSCALE_DATA"):
+        pytest.skip("real image data not found (see README: Data)")
+    out = str(tmp_path_factory.mktemp("smoke") / "run")
+    res = run_cli("search", "studies/smoke.yaml", "--output", out, "--json",
+                  env={"LKSCALE_CACHE": str(tmp_path_factory.getbasetemp() / "cache")})
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out

@@ -211,29 +211,7 @@ def test_cli_report_json_and_errors(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------ the real smoke study
-def _can_run_smoke():
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        from lkscale.search import run_study  # noqa: F401
-    except ImportError:
-        return None
-    path = os.path.join(here, "studies", "smoke.yaml")
-    return path if os.path.isfile(path) else None
-
-
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-    study = _can_run_smoke()
-    if study is None:
-        pytest.skip("lkscale.search.run_study or studies/smoke.yaml not available")
-    from lkscale.search import run_study
-
-    try:
-        return run_study(study, output=str(tmp_path_factory.mktemp("smoke") / "run"))
-    except Exception as e:  # noqa: BLE001 - e.g. the shared image data is not on this machine
-        if "DataError" in type(e).__name__:
-            pytest.skip(f"smoke study data unavailable: {e}")
-        raise
+# ``smoke_run`` (tests/conftest.py) runs `lkscale search studies/smoke.yaml` once per session.
 
 
 @pytest.mark.slow

@@ -1,0 +1,160 @@
+"""``lkscale train``: proxy-train one architecture on an image dataset and report validation accuracy."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from lkscale.cli import UsageError
+
+_DESCRIPTION = """\
+Train one architecture (a preset or a spec file) for a few epochs on an image dataset held in
+memory, and print its validation accuracy (the validation split is carved from the training images;
+--test also reports the held-out test split). Data: --data PATH (an image folder or .tar.gz with
+train/<class>/* and test/<class>/*), else $LKSCALE_DATA, else ../shared/data/cifar10-jpg.tar.gz or
+data/cifar10-jpg.tar.gz. The first run decodes the images and caches them under $LKSCALE_CACHE
+(default ~/.cache/lkscale)."""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from lkscale.data import DATASETS, DataConfig
+    from lkscale.train import TrainConfig
+
+    d = TrainConfig()
+    p = subparsers.add_parser("train", help="proxy-train one architecture and report its accuracy",
+                              description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--preset", metavar="NAME", help="a named architecture (see lkscale.presets)")
+    src.add_argument("--spec", metavar="FILE", help="an ArchSpec file (.yaml or .json)")
+    p.add_argument("--data", metavar="PATH", help="dataset location (folder, .tar.gz, or IDX/CIFAR folder)")
+    p.add_argument("--dataset", choices=DATASETS, default="imagefolder", help="dataset format (default imagefolder)")
+    p.add_argument("--epochs", type=float, default=d.epochs, metavar="N", help=f"epochs (default {d.epochs:g})")
+    p.add_argument("--subset", type=int, default=None, metavar="N",
+                   help="training images per class (default: all left after the validation split)")
+    p.add_argument("--val", type=int, default=100, metavar="N", help="validation images per class (default 100)")
+    p.add_argument("--input-size", type=int, default=32, metavar="PX", help="input size in px (default 32)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N", help=f"default {d.batch_size}")
+    p.add_argument("--lr", type=float, default=d.lr, metavar="X", help=f"peak learning rate (default {d.lr:g})")
+    p.add_argument("--warmup", type=float, default=d.warmup_epochs, metavar="EPOCHS",
+                   help=f"linear warm-up in epochs (default {d.warmup_epochs:g})")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, metavar="X",
+                   help=f"AdamW weight decay (default {d.weight_decay:g})")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=DataConfig().augment,
+                   help="random crop (padding 4) + horizontal flip of training images "
+                        f"(default {'on' if DataConfig().augment else 'off'}: 2-epoch proxies learn faster without)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed for subsets, init and batches (default 0)")
+    p.add_argument("--save", metavar="DIR", help="write model.safetensors and spec.yaml into DIR")
+    p.add_argument("--test", action="store_true", help="also report accuracy on the test split")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _check(args: argparse.Namespace) -> None:
+    for name, minimum in (("batch_size", 1), ("val", 1), ("input_size", 8), ("subset", 1), ("threads", 1)):
+        v = getattr(args, name)
+        if v is not None and v < minimum:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= {minimum}, got {v}")
+    if not (args.epochs > 0) or not math.isfinite(args.epochs):
+        raise UsageError(f"--epochs must be > 0, got {args.epochs:g}")
+    if not (args.lr > 0) or not math.isfinite(args.lr):
+        raise UsageError(f"--lr must be a positive number, got {args.lr:g}")
+    if args.warmup < 0 or args.weight_decay < 0:
+        raise UsageError("--warmup and --weight-decay must be >= 0")
+
+
+def save_model(model, spec, out_dir: str, splits=None, extra: dict | None = None) -> list[str]:
+    """``model.safetensors`` (weights; classes and normalisation in its metadata) and ``spec.yaml``."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    meta = {"spec_name": spec.name, "format": "lkscale"}
+    if splits is not None:
+        meta.update(classes=json.dumps(splits.classes), mean=json.dumps([float(v) for v in splits.mean]),
+                    std=json.dumps([float(v) for v in splits.std]), input_size=str(splits.input_size),
+                    in_chans=str(splits.in_chans))
+    for k, v in (extra or {}).items():
+        meta[k] = str(v)
+    save_file(tensors, str(d / "model.safetensors"), metadata=meta)
+    (d / "spec.yaml").write_text(spec.to_yaml())
+    return [str(d / "model.safetensors"), str(d / "spec.yaml")]
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args)
+    import lkscale
+    from lkscale.data import DataConfig, load_splits
+    from lkscale.spec import ArchSpec
+    from lkscale.train import TrainConfig, evaluate, torch_threads, train_model
+
+    spec = lkscale.get_preset(args.preset) if args.preset else ArchSpec.load(args.spec)
+    dcfg = DataConfig(dataset=args.dataset, root=args.data, train_per_class=args.subset, val_per_class=args.val,
+                      input_size=args.input_size, seed=args.seed, augment=args.augment)
+    tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup,
+                       weight_decay=args.weight_decay, threads=args.threads, seed=args.seed)
+    with torch_threads(args.threads):
+        splits = load_splits(dcfg)
+        import torch
+
+        torch.manual_seed(args.seed)
+        model = lkscale.build_model(spec, num_classes=len(splits.classes), in_chans=splits.in_chans)
+        bar = None
+        if not args.no_progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=None, unit="step", file=sys.stderr, desc=spec.name, dynamic_ncols=True, leave=False)
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            if bar is not None:
+                bar.total = total
+                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                bar.update(1)
+
+        def on_epoch(m: dict) -> None:
+            if bar is not None:
+                bar.write(f"epoch {m['epoch']}: train loss {m['train_loss']:.4f}  val loss {m['val_loss']:.4f}  "
+                          f"val acc {m['val_acc']:.4f}  {m['epoch_seconds']:.1f} s  "
+                          f"{m['images_per_s']:.0f} img/s", file=sys.stderr)
+
+        try:
+            res = train_model(model, splits, tcfg, callback=on_epoch, on_step=on_step)
+        finally:
+            if bar is not None:
+                bar.close()
+        test = None
+        if args.test and res.status == "ok":
+            if splits.test is None:
+                raise UsageError(f"--test: {splits.source} has no test split")
+            test = evaluate(res.model, splits.test, tcfg.eval_batch_size)
+    out = {
+        "spec": spec.name, "status": res.status, "message": res.message,
+        "dataset": args.dataset, "data": splits.source, "classes": len(splits.classes),
+        "train_images": len(splits.train), "val_images": len(splits.val),
+        "epochs": res.epochs_done, "val_acc": res.val_acc, "val_loss": res.val_loss,
+        "seconds": round(res.seconds, 2), "images_per_s": round(res.images_per_s, 1),
+        "threads": args.threads, "seed": args.seed, "history": res.history,
+    }
+    if test is not None:
+        out.update(test_loss=test[0], test_acc=test[1], test_images=len(splits.test))
+    if args.save and res.status == "ok":
+        out["saved"] = save_model(res.model, spec, args.save, splits,
+                                  extra={"val_acc": f"{res.val_acc:.6f}", "epochs": res.epochs_done})
+    if args.json:
+        print(json.dumps(out, indent=2))
+    if res.status != "ok":
+        print(f"lkscale train: failed: {res.message}", file=sys.stderr)
+        return 1
+    line = (f"{spec.name}: val acc {res.val_acc:.4f} ({len(splits.val)} images)"
+            + (f", test acc {test[1]:.4f} ({len(splits.test)} images)" if test is not None else "")
+            + f", {res.epochs_done} epochs on {len(splits.train)} images in {res.seconds:.1f} s"
+            + f", {res.images_per_s:.0f} img/s")
+    if args.save:
+        line += f"; saved to {args.save}"
+    print(line, file=sys.stderr if args.json else sys.stdout)
+    return 0
