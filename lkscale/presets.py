@@ -35,7 +35,10 @@ _COMMON: dict[str, dict] = {
     "replk_proxy": {"stem": {"stride": 2},
                     "stages": _stages("replk", [1, 1, 2, 1], [32, 64, 128, 256], [13, 13, 7, 3],
                                        reparam=[[5], [5], [3], []])},
-    "convnext_proxy": {"stem": {"stride": 2}, "stages": _stages("convnext", [2, 2, 4, 2], [32, 64, 128, 256], [7] * 4)},
+    # layer scale 1.0: ConvNeXt's 1e-6 nearly switches blocks off in a 2-4 epoch proxy run (measured: 2 epochs on
+    # 10k CIFAR-10 images, 41.5% -> 46.4% validation accuracy).
+    "convnext_proxy": {"stem": {"stride": 2}, "layer_scale": 1.0,
+                       "stages": _stages("convnext", [2, 2, 4, 2], [32, 64, 128, 256], [7] * 4)},
 }
 
 # Published parameter counts (1000 classes) used by tests and README: name -> (params, source).

@@ -132,6 +132,8 @@ def _walk(space: SpaceConfig, get: Callable[[str, Knob], Any], input_size: int) 
     base["stages"] = stages
     base["stem"] = stem
     base.setdefault("drop_path_rate", space.drop_path_rate)
+    if space.layer_scale is not None:
+        base["layer_scale"] = space.layer_scale
     base.pop("name", None)
     try:
         spec = ArchSpec.from_dict(base, where="candidate")

@@ -100,6 +100,7 @@ class SpaceConfig:
     stages: tuple  # per-stage dict knob name -> Knob
     kernel_clip: str  # "clip" | "reject"
     drop_path_rate: float
+    layer_scale: float | None = None  # None: the base's (ConvNeXt's 1e-6 by default)
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,7 @@ def parse_study(raw: Any, source: str | None = None) -> Study:
 def _parse_space(raw: Any) -> SpaceConfig:
     if not isinstance(raw, Mapping):
         raise StudyError("space", "missing or not a mapping; see docs/study-format.md")
-    allowed = {"base", "stages", "kernel_clip", "drop_path_rate", *GLOBAL_KNOBS, *PATTERN_KNOBS}
+    allowed = {"base", "stages", "kernel_clip", "drop_path_rate", "layer_scale", *GLOBAL_KNOBS, *PATTERN_KNOBS}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise StudyError(f"space.{unknown[0]}", f"unknown field; allowed: {', '.join(sorted(allowed))}")
@@ -325,8 +326,12 @@ def _parse_space(raw: Any) -> SpaceConfig:
     dpr = raw.get("drop_path_rate", (base or {}).get("drop_path_rate", 0.0) if base_name is None else 0.0)
     if not isinstance(dpr, (int, float)) or not 0 <= dpr < 1:
         raise StudyError("space.drop_path_rate", f"{dpr!r} must be in [0, 1)")
+    ls = raw.get("layer_scale")
+    if ls is not None and (not isinstance(ls, (int, float)) or isinstance(ls, bool) or ls < 0):
+        raise StudyError("space.layer_scale", f"{ls!r} must be a number >= 0 (0 disables layer scale)")
     return SpaceConfig(base=base, base_name=base_name, num_stages=n, knobs=knobs, patterns=patterns,
-                       stages=tuple(stages), kernel_clip=clip, drop_path_rate=float(dpr))
+                       stages=tuple(stages), kernel_clip=clip, drop_path_rate=float(dpr),
+                       layer_scale=None if ls is None else float(ls))
 
 
 def load_study(path: str) -> Study:
