@@ -303,7 +303,13 @@ def padding_macs(model: nn.Module, input_size: int, in_chans: int | None = None)
                              * _useful_taps(w, wo, conv.kernel_size[1], conv.stride[1], pads[1], conv.dilation[1]))
         wasted[0] += nominal - useful
 
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    _probe(model, [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)],
+           in_chans, input_size)
+    return int(wasted[0])
+
+
+def _probe(model: nn.Module, hooks: list, in_chans: int, input_size: int) -> None:
+    """One eval-mode forward pass of a blank image with ``hooks`` installed; the hooks are removed after."""
     was_training = model.training
     model.eval()
     try:
@@ -313,7 +319,6 @@ def padding_macs(model: nn.Module, input_size: int, in_chans: int | None = None)
         model.train(was_training)
         for h in hooks:
             h.remove()
-    return int(wasted[0])
 
 
 def effective_kernels(model: nn.Module, input_size: int, in_chans: int | None = None) -> list[StageCost]:
@@ -350,15 +355,7 @@ def effective_kernels(model: nn.Module, input_size: int, in_chans: int | None = 
         for m in st.modules():
             if id(m) in stage_of:
                 hooks.append(m.register_forward_hook(conv_hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, in_chans, input_size, input_size))
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    _probe(model, hooks, in_chans, input_size)
     seen: set[int] = set()
     dead = [0] * len(stages)
     dw = [0] * len(stages)
