@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import shutil
 import tarfile
@@ -609,6 +610,8 @@ def run_study(study: Study | str, output: str | None = None, resume: bool = Fals
     objective = Objective(study, run_dir)
     if study.search["sampler"] == "grid":
         precost_grid(study, objective, say)
+    if not resume:
+        check_budgets_feasible(study)
     if not ray.is_initialized():
         say("starting Ray" if not address else f"connecting to Ray at {address}")
         ray.init(address=address, include_dashboard=False, logging_level=logging.INFO if verbose else logging.ERROR,
@@ -690,6 +693,53 @@ def close_abandoned(study: Study, run_dir: str, optuna_url: str | None = None) -
         st._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
         n += 1
     return n
+
+
+def check_budgets_feasible(study: Study, samples: int = 24) -> None:
+    """Fail fast (one clear error) when no candidate can meet the params/FLOPs budgets.
+
+    Checks every grid point (grid sampler) or ``samples`` random points of the space, counting params
+    and FLOPs only (cheap; latency is left to the search). Catches impossible budgets before Ray starts.
+    """
+    b = study.budgets
+    if not (b.get("max_params") or b.get("max_flops")):
+        return
+    import itertools
+
+    import optuna
+
+    from lkscale.cost import count_flops, count_params
+    from lkscale.model import build_model
+    from lkscale.reparam import reparameterize
+    from lkscale.space import candidate as rebuild
+
+    if study.search["sampler"] == "grid":
+        g = space_grid(study.space)
+        cands = [rebuild(study.space, dict(zip(g, combo)), study.data["input_size"]) for combo in itertools.product(*g.values())]
+    else:
+        scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=study.search["seed"]))
+        cands = [suggest(scratch.ask(), study.space, study.data["input_size"]) for _ in range(samples)]
+    specs = {c.spec.name: c.spec for c in cands if c.spec is not None}
+    if not specs:
+        raise StudyError("space", "no point of the space builds a valid network: " + (cands[0].error if cands else ""))
+    best_p, best_f = math.inf, math.inf
+    for spec in specs.values():
+        model = build_model(spec, num_classes=10)
+        params = count_params(model)
+        if b.get("max_params") and params > b["max_params"]:
+            best_p = min(best_p, params)
+            continue
+        flops = count_flops(reparameterize(model), b["latency_input_size"])[0]
+        if b.get("max_flops") and flops > b["max_flops"]:
+            best_f = min(best_f, flops)
+            continue
+        return  # at least one candidate fits
+    which = "the whole grid" if study.search["sampler"] == "grid" else f"{len(specs)} sampled candidates"
+    if best_p < math.inf and (not b.get("max_flops") or best_f == math.inf):
+        raise StudyError("budgets.max_params", f"{b['max_params']:.4g} leaves no feasible candidate: the smallest of "
+                                               f"{which} has {best_p:,} parameters")
+    raise StudyError("budgets.max_flops", f"{b['max_flops']:.4g} leaves no feasible candidate: the cheapest of {which} "
+                                          f"needs {best_f:,} multiply-adds (at {b['latency_input_size']} px)")
 
 
 def precost_grid(study: Study, objective: "Objective", say: Callable[[str], None]) -> None:
