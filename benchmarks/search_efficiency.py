@@ -27,6 +27,7 @@ import argparse
 import math
 import random
 import time
+import zlib
 
 import lkscale  # noqa: F401  (before optuna/timm: torchvision import fix)
 import numpy as np
@@ -63,7 +64,7 @@ def curve(arch, epoch: int, seed: int) -> float:
     a = 0.35 + 0.12 * capacity + 0.06 * reach + 0.02 * rep + (0.01 if block == "convnext" else 0.0)
     a = min(a, 0.92)
     tau = 1.0 + 0.25 * w * d  # big models converge more slowly: tau 1.1..2.5 epochs, as measured (see module doc)
-    rng = random.Random(hash((arch, epoch, seed)) & 0xFFFFFFFF)
+    rng = random.Random(zlib.crc32(repr((arch, epoch, seed)).encode()))  # stable across processes
     return max(0.0, a * (1 - math.exp(-epoch / tau)) + rng.gauss(0, 0.006))
 
 
