@@ -269,20 +269,24 @@ def kernel_scaling(run: Run) -> dict | None:
     among those with several kernel settings) are compared, so the kernel is the only thing changing
     along a line. ``None`` when the study does not vary kernel size.
     """
+    found = kernel_scalings(run)
+    return found[0] if found else None
+
+
+def kernel_scalings(run: Run) -> list[dict]:
+    """One scaling analysis per base architecture that was tried with several kernel settings (e.g. one for
+    RepLK and one for ConvNeXt blocks in a study that varies the family too), most kernel settings first."""
     costed = [t for t in run.trials if t.get("kernels") and t.get("flops") is not None]
     bases: dict[str, list[Trial]] = defaultdict(list)
     for t in costed:
         key = json.dumps([t.get("blocks"), t.get("depths"), t.get("widths"), t.get("dcn_groups"), t.get("stem_stride")])
         bases[key].append(t)
-    best_key, best = None, (1, 0)
-    for key, ts in bases.items():
-        rank = (len({tuple(t.kernels) for t in ts}), len(ts))
-        if rank > best:
-            best_key, best = key, rank
-    if best_key is None:
-        return None
-    members = bases[best_key]
-    blocks, depths, widths, dcn, stride = json.loads(best_key)
+    ranked = sorted(((len({tuple(t.kernels) for t in ts}), len(ts), key) for key, ts in bases.items()), reverse=True)
+    return [_scaling_of(key, bases[key], len(costed)) for n_k, _n, key in ranked if n_k > 1]
+
+
+def _scaling_of(base_key: str, members: list, n_costed: int) -> dict:
+    blocks, depths, widths, dcn, stride = json.loads(base_key)
     kernel_order = sorted({tuple(t.kernels) for t in members}, key=lambda k: (max(k), sum(k), k))
     groups: dict[tuple, list[Trial]] = defaultdict(list)
     for t in members:
@@ -322,7 +326,7 @@ def kernel_scaling(run: Run) -> dict | None:
                    "flops": change("flops"), "latency_ms": change("latency_ms")},
         "replknet_table5": REPLKNET_TABLE5,
         "same_setting_as_replknet": comparable,
-        "excluded_trials": len(costed) - len(members),
+        "excluded_trials": n_costed - len(members),
     }
 
 
@@ -496,12 +500,12 @@ def scaling_figure(run: Run, scaling: dict, path: str) -> None:
         ax.set_xticklabels(labels, rotation=30 if len(labels) > 4 or max(map(len, labels)) > 9 else 0, ha="right"
                            if len(labels) > 4 or max(map(len, labels)) > 9 else "center", fontsize=8)
         ax.set_xlabel("kernel size per stage")
-    handles, leg_labels = axes[0][0].get_legend_handles_labels()
-    if not handles:
-        for ax in (axes[0][1], axes[1][0], axes[1][1]):
-            handles, leg_labels = ax.get_legend_handles_labels()
-            if handles:
-                break
+    handles, leg_labels = [], []  # every re-param setting drawn in any panel (one without accuracy yet too)
+    for ax in (axes[0][0], axes[0][1], axes[1][0], axes[1][1]):
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in leg_labels:
+                handles.append(h)
+                leg_labels.append(lab)
     b = scaling["base"]
     fig.suptitle(f"{run.name}: kernel-size scaling (base {blocks_label(b['blocks'])}, depths {_dot(b['depths'])}, "
                  f"widths {_dot(b['widths'])})", fontsize=11)
@@ -584,7 +588,8 @@ def _plotly_scaling(run: Run, scaling: dict):
     for i in range(4):
         fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels, row=i // 2 + 1, col=i % 2 + 1)
     fig.update_yaxes(tickformat=".0%", row=1, col=1)
-    fig.update_layout(title=f"{run.name}: kernel-size scaling", height=620, template="plotly_white")
+    fig.update_layout(title=f"{run.name}: kernel-size scaling ({blocks_label(scaling['base']['blocks'])})", height=620,
+                      template="plotly_white")
     return fig
 
 
@@ -628,7 +633,7 @@ def _settings_lines(run: Run) -> list[str]:
     return out
 
 
-def _markdown(run: Run, result: dict, scaling: dict | None, figures: dict) -> str:
+def _markdown(run: Run, result: dict, scalings: list[dict], figures: dict) -> str:
     L: list[str] = [f"# Search report: {run.name}", "", f"Run folder: `{run.path}`", "", "## Study settings", ""]
     L += _settings_lines(run)
     counts = result["counts"]
@@ -663,13 +668,16 @@ def _markdown(run: Run, result: dict, scaling: dict | None, figures: dict) -> st
         if figures.get(key):
             L += ["", f"![accuracy vs {col}]({os.path.basename(figures[key])})"]
     L += ["", "## Kernel-size scaling", ""]
-    if scaling is None:
+    if not scalings:
         L.append("_This study does not vary kernel size within one base architecture: no scaling table._")
-    else:
+    for n, scaling in enumerate(scalings):
         b = scaling["base"]
+        if len(scalings) > 1:
+            L += [f"### {blocks_label(b['blocks'])}", ""]
         L += [f"Base: {blocks_label(b['blocks'])}, depths {_dot(b['depths'])}, widths {_dot(b['widths'])}, "
               f"DCN groups {dcn_label(b['dcn_groups'])}, stem stride {b['stem_stride']}"
-              + (f" ({scaling['excluded_trials']} trials with another base left out)" if scaling["excluded_trials"] else "")
+              + (f" ({scaling['excluded_trials']} trials with another base shown separately or left out)"
+                 if scaling["excluded_trials"] else "")
               + ". Accuracy is the mean over complete trials (best in brackets); costs are per architecture.", "",
               "| kernels | re-param | trials (complete) | val acc mean (best) | latency (ms) | FLOPs | params | deploy params |",
               "|---|---|---|---|---|---|---|---|"]
@@ -693,8 +701,8 @@ def _markdown(run: Run, result: dict, scaling: dict | None, figures: dict) -> st
         else:
             L.append("The study's base or kernel range differs from RepLKNet's ([3,3,3,3] -> [31,29,27,13] on a 4-stage "
                      "RepLKNet), so the comparison shows the direction of the trend only.")
-        if figures.get("scaling"):
-            L += ["", f"![kernel-size scaling]({os.path.basename(figures['scaling'])})"]
+        if figures.get(f"scaling{n}"):
+            L += ["", f"![kernel-size scaling]({os.path.basename(figures[f'scaling{n}'])})", ""]
     L += ["", "## Files", ""]
     for k, p in figures.items():
         if p:
@@ -753,8 +761,9 @@ def make_report(run_dir: str, reference: dict | None = None, figures: bool = Tru
         result["_fronts"][key] = front
         if ref["source"].startswith("fixed at the first report"):
             stored_refs[key] = {col: ref[col], "source": ref["source"]}
-    scaling = kernel_scaling(run)
-    result["kernel_scaling"] = scaling
+    scalings = kernel_scalings(run)
+    result["kernel_scaling"] = scalings[0] if scalings else None
+    result["kernel_scalings"] = scalings
     paths: dict[str, str | None] = {}
     if figures:
         for key in OBJECTIVES:
@@ -763,20 +772,20 @@ def make_report(run_dir: str, reference: dict | None = None, figures: bool = Tru
             say(f"writing {os.path.basename(path)}")
             pareto_figure(run, key, result["_fronts"][key], fr["reference"], fr["hypervolume"], path)
             paths[key] = path
-        if scaling is not None:
-            path = os.path.join(run.path, "kernel_scaling.png")
+        for n, scaling in enumerate(scalings):
+            family = "_".join(sorted(set(scaling["base"]["blocks"] or [])))
+            path = os.path.join(run.path, "kernel_scaling.png" if n == 0 else f"kernel_scaling_{n + 1}_{family}.png")
             say(f"writing {os.path.basename(path)}")
             scaling_figure(run, scaling, path)
-            paths["scaling"] = path
+            paths[f"scaling{n}"] = path
         if html_report:
             say("writing report.html")
             figs = [_plotly_pareto(run, k, result["_fronts"][k], result["fronts"][k]["reference"]) for k in OBJECTIVES]
-            if scaling is not None:
-                figs.append(_plotly_scaling(run, scaling))
+            figs += [_plotly_scaling(run, sc) for sc in scalings]
             paths["html"] = os.path.join(run.path, "report.html")
             _write_html(run, figs, paths["html"])
     md_path = os.path.join(run.path, "report.md")
-    _atomic_write(md_path, _markdown(run, result, scaling, {k: v for k, v in paths.items() if k != "html"}))
+    _atomic_write(md_path, _markdown(run, result, scalings, {k: v for k, v in paths.items() if k != "html"}))
     result["files"] = {"report": md_path, **{k: v for k, v in paths.items() if v}}
     del result["_fronts"]
     # summary.json: keep what search wrote, add the report's numbers
@@ -797,4 +806,4 @@ def make_report(run_dir: str, reference: dict | None = None, figures: bool = Tru
 
 
 __all__ = ["make_report", "load_run", "Run", "Trial", "RunDirError", "reference_point", "front_of", "epochs_saved",
-           "kernel_scaling", "REPLKNET_TABLE5", "OBJECTIVES", "read_trials_csv"]
+           "kernel_scaling", "kernel_scalings", "REPLKNET_TABLE5", "OBJECTIVES", "read_trials_csv"]
