@@ -31,6 +31,8 @@ import time
 import traceback
 from typing import Any, Callable
 
+import optuna
+
 from lkscale.space import grid as space_grid
 from lkscale.space import suggest
 from lkscale.study import Study, StudyError, load_study
@@ -524,7 +526,20 @@ def make_sampler(study: Study):
     g = space_grid(study.space)
     if not g:
         raise StudyError("search.sampler", "grid: the space has no choices to enumerate")
-    return optuna.samplers.GridSampler(g, seed=seed)
+    return _TuneGridSampler(g, seed=seed)
+
+
+class _TuneGridSampler(optuna.samplers.GridSampler):
+    """GridSampler whose exhausted grid does not call ``study.stop()``: Tune's trial count ends the sweep, and
+    ``Study.stop`` raises outside ``optimize()`` (the trial's result is already stored by then). Module level,
+    so Tune can pickle the searcher that holds it."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        try:
+            super().after_trial(study, trial, state, values)
+        except RuntimeError as e:
+            if "Study.stop" not in str(e):
+                raise
 
 
 def optuna_storage(run_dir: str, url: str | None = None):
@@ -800,8 +815,8 @@ def front_table(run_dir: str) -> str:
     """The accuracy/latency front as a plain text table (the report module makes the full report)."""
     rows = read_trials(run_dir)
     names = set(pareto_names(rows))
-    front = sorted((r for r in rows if r["state"] == "complete" and r["name"] in names),
-                   key=lambda r: float(r["latency_ms"]))
+    by_name = {r["name"]: r for r in rows if r["state"] == "complete" and r["name"] in names}  # reused results once
+    front = sorted(by_name.values(), key=lambda r: float(r["latency_ms"]))
     lines = [f"{'name':<52} {'kernels':<16} {'params':>9} {'MACs':>9} {'lat ms':>7} {'acc':>6}"]
     for r in front:
         lines.append(f"{r['name']:<52} {'/'.join(map(str, json.loads(r['kernels']))):<16} "
