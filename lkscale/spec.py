@@ -148,18 +148,18 @@ class ArchSpec:
 
     @classmethod
     def from_yaml(cls, text: str) -> "ArchSpec":
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise SpecError("spec", f"not valid YAML: {e}") from None
-        return cls.from_dict(data)
+        return cls._parse(text, yaml.safe_load, yaml.YAMLError, "YAML")
 
     @classmethod
     def from_json(cls, text: str) -> "ArchSpec":
+        return cls._parse(text, json.loads, json.JSONDecodeError, "JSON")
+
+    @classmethod
+    def _parse(cls, text: str, loads, error: type[Exception], fmt: str) -> "ArchSpec":
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpecError("spec", f"not valid JSON: {e}") from None
+            data = loads(text)
+        except error as e:
+            raise SpecError("spec", f"not valid {fmt}: {e}") from None
         return cls.from_dict(data)
 
     @classmethod
