@@ -12,7 +12,8 @@ and strictly better in at least one.
   is an input, never derived here from the points: hypervolumes are only comparable between runs
   when they share it (``lkscale.report`` takes it from the study's budgets).
 
-Pure numpy; no torch, no plotting.
+Pure numpy, no lkscale imports: a leaf module, so the search (pruning, progress lines) and the report
+share one definition of dominance.
 """
 from __future__ import annotations
 

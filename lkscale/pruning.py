@@ -18,37 +18,18 @@ import math
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-
-def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """(acc, cost): a dominates b if no worse on both and better on one."""
-    return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
+from lkscale.pareto import crowding_distance, non_dominated_sort
 
 
 def nondominated_layers(points: dict) -> list[list]:
-    """Sort keys of {key: (acc, cost)} into non-dominated layers (best first)."""
-    left = dict(points)
-    layers = []
-    while left:
-        layer = [k for k, p in left.items() if not any(dominates(q, p) for j, q in left.items() if j != k)]
-        layers.append(sorted(layer))
-        for k in layer:
-            del left[k]
-    return layers
+    """Sort keys of {key: (acc, cost)} into non-dominated layers (best first; lkscale.pareto's sort)."""
+    keys = list(points)
+    return [sorted(keys[i] for i in layer) for layer in non_dominated_sort([points[k] for k in keys])]
 
 
 def crowding(points: dict, layer: list) -> dict:
     """NSGA-II crowding distance of each key in ``layer`` (boundary points get infinity)."""
-    dist = {k: 0.0 for k in layer}
-    if len(layer) <= 2:
-        return {k: math.inf for k in layer}
-    for dim in (0, 1):
-        order = sorted(layer, key=lambda k: points[k][dim])
-        lo, hi = points[order[0]][dim], points[order[-1]][dim]
-        dist[order[0]] = dist[order[-1]] = math.inf
-        span = (hi - lo) or 1.0
-        for i in range(1, len(order) - 1):
-            dist[order[i]] += (points[order[i + 1]][dim] - points[order[i - 1]][dim]) / span
-    return dist
+    return dict(zip(layer, crowding_distance([points[k] for k in layer]).tolist()))
 
 
 def keep_top(points: dict, fraction: float) -> set:

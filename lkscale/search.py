@@ -469,9 +469,11 @@ def _make_callback_class():
 
 def pareto_names(rows: list[dict]) -> list[str]:
     """Names of complete trials on the accuracy/latency front."""
-    pts = [(float(r["val_acc"]), float(r["latency_ms"]), r["name"]) for r in rows if r.get("state") == "complete"]
-    front = [n for a, l, n in pts if not any(a2 >= a and l2 <= l and (a2 > a or l2 < l) for a2, l2, _ in pts)]
-    return sorted(set(front))
+    from lkscale.pareto import pareto_front
+
+    done = [r for r in rows if r.get("state") == "complete"]
+    idx = pareto_front([(float(r["val_acc"]), float(r["latency_ms"])) for r in done])
+    return sorted({done[i]["name"] for i in idx})
 
 
 # ------------------------------------------------------------------------------------------ searcher
