@@ -41,9 +41,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lkscale.config import DATASETS, DataConfig
+
 log = logging.getLogger(__name__)
 
-DATASETS = ("imagefolder", "cifar10", "fashion_mnist", "synthetic")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff")
 DEFAULT_ARCHIVE = "cifar10-jpg.tar.gz"
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -59,33 +60,20 @@ class DataError(Exception):
 
 
 # ----------------------------------------------------------------------------------------- config
-@dataclass
-class DataConfig:
-    dataset: str = "imagefolder"
-    root: str | None = None          # None: default_data_root(dataset)
-    train_per_class: int | None = None  # None: all the training images left after the validation split
-    val_per_class: int = 100         # carved from the training split
-    test_per_class: int | None = None   # None: all; 0: no test split
-    input_size: int | None = 32      # None: native size; otherwise images are resized to it
-    seed: int = 0
-    augment: bool = False            # random crop + flip; off by default: 2-epoch proxies learn faster without
-    download: bool = False           # cifar10 only
-    cache_dir: str | None = None     # None: $LKSCALE_CACHE or ~/.cache/lkscale
-    synthetic_classes: int = 10      # synthetic only
-
-    def validate(self) -> None:
-        if self.dataset not in DATASETS:
-            raise DataError(f"data.dataset: unknown dataset {self.dataset!r}; known: {', '.join(DATASETS)}")
-        for name in ("train_per_class", "test_per_class"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-                raise DataError(f"data.{name}: expected a non-negative integer or null, got {v!r}")
-        if not isinstance(self.val_per_class, int) or isinstance(self.val_per_class, bool) or self.val_per_class < 1:
-            raise DataError(f"data.val_per_class: expected an integer >= 1, got {self.val_per_class!r}")
-        if self.train_per_class == 0:
-            raise DataError("data.train_per_class: must be at least 1 (or null for all)")
-        if self.input_size is not None and (not isinstance(self.input_size, int) or self.input_size < 8):
-            raise DataError(f"data.input_size: expected an integer >= 8 or null, got {self.input_size!r}")
+def validate_config(cfg: DataConfig) -> None:
+    """Check a DataConfig built in code (study files are validated by lkscale.config already)."""
+    if cfg.dataset not in DATASETS:
+        raise DataError(f"data.dataset: unknown dataset {cfg.dataset!r}; known: {', '.join(DATASETS)}")
+    for name in ("train_per_class", "test_per_class"):
+        v = getattr(cfg, name)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            raise DataError(f"data.{name}: expected a non-negative integer or null, got {v!r}")
+    if not isinstance(cfg.val_per_class, int) or isinstance(cfg.val_per_class, bool) or cfg.val_per_class < 1:
+        raise DataError(f"data.val_per_class: expected an integer >= 1, got {cfg.val_per_class!r}")
+    if cfg.train_per_class == 0:
+        raise DataError("data.train_per_class: must be at least 1 (or null for all)")
+    if cfg.input_size is not None and (not isinstance(cfg.input_size, int) or cfg.input_size < 8):
+        raise DataError(f"data.input_size: expected an integer >= 8 or null, got {cfg.input_size!r}")
 
 
 # ----------------------------------------------------------------------------------------- tensors
@@ -578,7 +566,7 @@ def _resize_np(a: np.ndarray, size: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------- splits
 def load_arrays(cfg: DataConfig) -> tuple[Arrays, str]:
     """Decoded (cached) arrays for the configured dataset and the source they came from."""
-    cfg.validate()
+    validate_config(cfg)
     if cfg.dataset == "synthetic":
         return _synthetic(cfg), "synthetic"
     root = Path(os.path.expanduser(cfg.root or default_data_root(cfg.dataset)))

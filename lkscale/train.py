@@ -21,41 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lkscale.config import TrainConfig
 from lkscale.data import Splits, TensorSet
 
 log = logging.getLogger(__name__)
 
 STOP = "stop"  # a callback may return this (or True) to end training after the current epoch
-
-
-@dataclass
-class TrainConfig:
-    epochs: float = 2
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 0.1   # fractions allowed; warm-up is linear per step from lr * warmup_start
-    warmup_start: float = 0.01
-    min_lr_ratio: float = 0.01   # cosine decays to lr * min_lr_ratio
-    label_smoothing: float = 0.1
-    clip_grad: float | None = 1.0
-    threads: int | None = None   # torch intra-op threads; None leaves torch's setting alone
-    seed: int = 0
-    channels_last: bool = True
-    augment: bool | None = None  # None: as the data asks (DataConfig.augment -> splits.train.augment)
-    eval_batch_size: int = 500
-    betas: tuple[float, float] = (0.9, 0.999)
-    bn_recalibrate_batches: int = 10  # before each validation, recompute BN statistics on this many train batches
-
-    def validate(self) -> None:
-        if not (self.epochs > 0):
-            raise ValueError(f"epochs must be > 0, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not (self.lr > 0) or not math.isfinite(self.lr):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
 
 
 @dataclass

@@ -1,0 +1,248 @@
+"""Typed configuration: one small dataclass per section of a study, one set of defaults.
+
+Every default lives here and nowhere else: ``lkscale.data``, ``lkscale.train``, the search, the export
+and the CLI all take these objects (the way Ray passes ``TuneConfig``/``RunConfig``). A study file is
+validated once, section by section, by :func:`build` (unknown fields and bad values name the field
+path), and the resulting objects are passed down unchanged.
+
+This module is the lowest floor: it imports nothing from lkscale.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+DATASETS = ("imagefolder", "cifar10", "fashion_mnist", "synthetic")
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
+SCHEDULERS = ("moasha", "asha", "optuna", "none")
+MODES = ("front", "scaling")
+RUNTIMES = ("onnxruntime", "torch", "compile", "cuda")
+LATENCY_SOURCES = ("measured", "predicted")
+OBJECTIVES = ("latency", "throughput")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; ``field_path`` names it (``proxy.epochs``)."""
+
+    def __init__(self, path: str, message: str):
+        self.field_path = path
+        super().__init__(f"{path}: {message}")
+
+
+# ------------------------------------------------------------------------------------------ sections
+@dataclass
+class DataConfig:
+    dataset: str = "imagefolder"
+    root: str | None = None             # None: default_data_root(dataset)
+    train_per_class: int | None = None  # None: all the training images left after the validation split
+    val_per_class: int = 100            # carved from the training split
+    test_per_class: int | None = None   # None: all; 0: no test split
+    input_size: int | None = 32         # None: native size; otherwise images are resized to it
+    seed: int = 0                       # the data subset (a replicate index sets it in a search)
+    augment: bool = False               # random crop + flip (off: a 4-epoch proxy ranks better without; measured)
+    download: bool = False              # fetch CIFAR-10 from its official source when no local copy is found
+    cache_dir: str | None = None        # None: $LKSCALE_CACHE or ~/.cache/lkscale
+    synthetic_classes: int = 10         # synthetic only
+    device_cache: bool = True           # keep decoded uint8 tensors on the training device (GPU runs)
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 4
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 0.2   # fractions allowed; warm-up is linear per step from lr * warmup_start
+    warmup_start: float = 0.01
+    min_lr_ratio: float = 0.01   # cosine decays to lr * min_lr_ratio
+    label_smoothing: float = 0.1
+    clip_grad: float | None = 1.0
+    threads: int | None = None   # torch intra-op threads; None leaves torch's setting alone
+    seed: int = 0                # init and batch order (a replicate index sets it in a search)
+    channels_last: bool = True
+    augment: bool | None = None  # None: as the data asks (DataConfig.augment)
+    eval_batch_size: int = 500
+    betas: tuple[float, float] = (0.9, 0.999)
+    bn_recalibrate_batches: int = 10  # before each validation, recompute BN statistics on this many batches
+    device: str = "auto"         # auto (the GPU Ray assigns, else CPU) | cpu | cuda | cuda:N
+    precision: str = "fp32"      # fp32 | bf16 | fp16 (autocast; fp16 with a grad scaler)
+
+    def validate(self) -> None:
+        if not (self.epochs > 0):
+            raise ConfigError("proxy.epochs", f"must be > 0, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError("proxy.batch_size", f"must be >= 1, got {self.batch_size}")
+        if not (self.lr > 0) or not math.isfinite(self.lr):
+            raise ConfigError("proxy.lr", f"must be a positive number, got {self.lr}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("proxy.threads", f"must be >= 1, got {self.threads}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError("proxy.precision", f"{self.precision!r} unknown; allowed: fp32, bf16, fp16")
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    runtime: str = "onnxruntime"   # onnxruntime | torch | compile | cuda
+    batch_size: int = 1
+    threads: int = 1
+    input_size: int | None = None  # None: the study's data.input_size
+    rounds: int = 7                # interleaved rounds
+    repeats: int = 10              # timed calls per candidate per round
+    max_cv: float = 0.1            # relative spread above which a measurement is repeated, then flagged
+    max_extra_rounds: int = 7
+    source: str = "measured"       # measured | predicted
+    table: str | None = None       # a calibration table (JSON) for source: predicted
+    objective: str = "latency"     # latency | throughput
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    max_params: float | None = None
+    max_flops: float | None = None      # multiply-adds per image at the latency input size
+    max_latency_ms: float | None = None
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+
+    def limits(self) -> dict[str, float]:
+        """{cost field: limit} for every budget that is set."""
+        pairs = (("params", self.max_params), ("flops", self.max_flops), ("latency_ms", self.max_latency_ms))
+        return {k: float(v) for k, v in pairs if v}
+
+
+@dataclass(frozen=True)
+class PruningConfig:
+    scheduler: str = "moasha"      # moasha | asha | optuna | none
+    grace_epochs: int = 1
+    reduction_factor: float = 2.0
+
+
+@dataclass(frozen=True)
+class ConfirmConfig:
+    """Racing after the search: more replicates for the front and whatever is tied with it."""
+    enabled: bool = False
+    max_replicates: int = 6
+    budget_epochs: int = 0         # extra trial-epochs allowed (0: 2 x the proxy epochs x the front size)
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    sampler: str = "tpe"
+    trials: int = 16
+    concurrency: int = 2
+    seed: int = 0
+    mode: str = "front"            # front: sample and prune; scaling: every grid point, full fidelity, replicates
+    replicates: int = 1            # replicates per candidate (common random numbers: replicate r = seed r)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
+
+
+@dataclass(frozen=True)
+class ResourceConfig:
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0    # fractional: several trials share one GPU
+
+
+# ------------------------------------------------------------------------------------------ validation
+# Rules per field: (kind, lower bound, strict, optional, allowed). kind: int | num | bool | str.
+_R = dict
+RULES: dict[type, dict[str, dict]] = {
+    DataConfig: {"dataset": _R(kind="str", allowed=DATASETS), "root": _R(kind="str", optional=True),
+                 "train_per_class": _R(kind="int", lo=1, optional=True), "val_per_class": _R(kind="int", lo=1),
+                 "test_per_class": _R(kind="int", lo=0, optional=True), "input_size": _R(kind="int", lo=8),
+                 "augment": _R(kind="bool"), "download": _R(kind="bool")},
+    TrainConfig: {"epochs": _R(kind="int", lo=1), "batch_size": _R(kind="int", lo=1),
+                  "lr": _R(kind="num", lo=0, strict=True), "weight_decay": _R(kind="num", lo=0),
+                  "warmup_epochs": _R(kind="num", lo=0), "label_smoothing": _R(kind="num", lo=0),
+                  "clip_grad": _R(kind="num", lo=0, optional=True), "seed": _R(kind="int", lo=0),
+                  "channels_last": _R(kind="bool"), "precision": _R(kind="str", allowed=("fp32", "bf16", "fp16"))},
+    LatencyConfig: {"runtime": _R(kind="str", allowed=RUNTIMES), "batch_size": _R(kind="int", lo=1),
+                    "threads": _R(kind="int", lo=1), "input_size": _R(kind="int", lo=8, optional=True),
+                    "rounds": _R(kind="int", lo=2), "repeats": _R(kind="int", lo=1),
+                    "max_cv": _R(kind="num", lo=0, strict=True), "max_extra_rounds": _R(kind="int", lo=0),
+                    "source": _R(kind="str", allowed=LATENCY_SOURCES), "table": _R(kind="str", optional=True),
+                    "objective": _R(kind="str", allowed=OBJECTIVES)},
+    BudgetConfig: {"max_params": _R(kind="num", lo=0, strict=True, optional=True),
+                   "max_flops": _R(kind="num", lo=0, strict=True, optional=True),
+                   "max_latency_ms": _R(kind="num", lo=0, strict=True, optional=True)},
+    PruningConfig: {"scheduler": _R(kind="str", allowed=SCHEDULERS), "grace_epochs": _R(kind="int", lo=1),
+                    "reduction_factor": _R(kind="num", lo=1, strict=True)},
+    ConfirmConfig: {"enabled": _R(kind="bool"), "max_replicates": _R(kind="int", lo=1),
+                    "budget_epochs": _R(kind="int", lo=0), "confidence": _R(kind="num", lo=0.5, strict=True)},
+    SearchConfig: {"sampler": _R(kind="str", allowed=SAMPLERS), "trials": _R(kind="int", lo=1),
+                   "concurrency": _R(kind="int", lo=1), "seed": _R(kind="int", lo=0),
+                   "mode": _R(kind="str", allowed=MODES), "replicates": _R(kind="int", lo=1)},
+    ResourceConfig: {"cpus_per_trial": _R(kind="num", lo=0, strict=True), "gpus_per_trial": _R(kind="num", lo=0)},
+}
+NESTED = {BudgetConfig: {"latency": LatencyConfig}, SearchConfig: {"pruning": PruningConfig, "confirm": ConfirmConfig}}
+
+
+def _check(path: str, v: Any, kind: str, lo: float | None = None, strict: bool = False, optional: bool = False,
+           allowed: tuple = ()) -> Any:
+    if v is None:
+        if optional:
+            return None
+        raise ConfigError(path, "missing (null is not allowed here)")
+    if kind == "bool":
+        if not isinstance(v, bool):
+            raise ConfigError(path, f"{v!r} must be true or false")
+        return v
+    if kind == "str":
+        if not isinstance(v, str) or (allowed and v not in allowed):
+            raise ConfigError(path, f"{v!r} unknown; allowed: {', '.join(allowed)}" if allowed else f"{v!r}: give a string")
+        return v
+    if isinstance(v, str):  # YAML reads 1e-3 as a string
+        try:
+            v = float(v)
+        except ValueError:
+            pass
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if ok and kind == "int":
+        ok = float(v).is_integer()
+        v = int(v) if ok else v
+    if ok and lo is not None:
+        ok = v > lo if strict else v >= lo
+    if not ok:
+        what = "an integer" if kind == "int" else "a number"
+        bound = "" if lo is None else f" {'>' if strict else '>='} {lo:g}"
+        raise ConfigError(path, f"{v!r} must be {what}{bound}" + (" or null" if optional else ""))
+    return v
+
+
+def build(cls: type, raw: Any, path: str, **fixed: Any) -> Any:
+    """Validate a study section (a mapping or None) into ``cls``; defaults are the dataclass's own.
+
+    Only the fields in ``RULES[cls]`` (plus nested sections) may be set from a study file; ``fixed``
+    sets other fields from code (e.g. the seed a replicate fixes)."""
+    raw = {} if raw is None else raw
+    if not isinstance(raw, Mapping):
+        raise ConfigError(path, f"expected a mapping, got {type(raw).__name__}")
+    rules, nested = RULES[cls], NESTED.get(cls, {})
+    allowed = list(rules) + list(nested)
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{path}.{unknown[0]}", f"unknown field; allowed: {', '.join(allowed)}")
+    values = {k: _check(f"{path}.{k}", raw[k], **rules[k]) for k in rules if k in raw}
+    for k, sub in nested.items():
+        if k in raw:
+            values[k] = build(sub, raw[k], f"{path}.{k}")
+    return cls(**{**values, **fixed})
+
+
+def to_dict(obj: Any) -> dict:
+    """A config object as plain data (for study.yaml as resolved, summary.json, Ray's param space)."""
+    return dataclasses.asdict(obj)
+
+
+def from_dict(cls: type, d: Mapping) -> Any:
+    """Inverse of :func:`to_dict` for a trusted mapping (no validation; nested sections rebuilt)."""
+    kw = dict(d)
+    for k, sub in NESTED.get(cls, {}).items():
+        if isinstance(kw.get(k), Mapping):
+            kw[k] = from_dict(sub, kw[k])
+    names = {f.name for f in dataclasses.fields(cls)}
+    kw = {k: v for k, v in kw.items() if k in names}
+    if cls is TrainConfig and isinstance(kw.get("betas"), list):
+        kw["betas"] = tuple(kw["betas"])
+    return cls(**kw)
