@@ -1,0 +1,263 @@
+"""The run folder of a search: the only code that knows its file names, the ``trials.csv`` schema,
+``summary.json``, atomic writes and the Pareto front of a run.
+
+A run folder (written by ``lkscale.search``, read by report, export and the CLI)::
+
+    study.yaml        the resolved study
+    optuna.journal    Optuna JournalStorage (optuna-dashboard opens it)
+    tune*/            Ray Tune experiments (the first run and each resume)
+    trials.csv        one row per trial (columns: ``CSV_COLUMNS``)
+    costs.json        cost cache, keyed by spec name
+    weights/          ``<name>.safetensors``
+    summary.json      counts, front, reference points; the report's numbers under ``"report"``
+    report.md, report.html, pareto_*.png, kernel_scaling*.png
+
+Only complete trials (trained for the full proxy budget) can be on a front: pruned trials have a
+partial accuracy, infeasible ones were never trained, failed ones have none.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from lkscale.pareto import pareto_front
+
+STUDY_YAML = "study.yaml"
+TRIALS_CSV = "trials.csv"
+SUMMARY_JSON = "summary.json"
+COSTS_JSON = "costs.json"
+OPTUNA_JOURNAL = "optuna.journal"
+WEIGHTS_DIR = "weights"
+TUNE_DIR = "tune"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+PARETO_PNG = "pareto_{objective}.png"
+SCALING_PNG = "kernel_scaling.png"
+SCALING_PNG_N = "kernel_scaling_{n}_{family}.png"
+
+STATES = ("complete", "pruned", "infeasible", "failed", "running")
+CSV_COLUMNS = ["trial_id", "number", "name", "state", "blocks", "kernels", "depths", "widths", "dcn_groups",
+               "reparam", "stem_stride", "params", "deploy_params", "flops", "latency_ms", "val_acc",
+               "val_acc_epochs", "epochs_done", "epochs_budget", "seconds", "node", "error", "notes", "seed", "spec"]
+JSON_COLS = ("blocks", "kernels", "depths", "widths", "dcn_groups", "reparam", "val_acc_epochs")
+FLOAT_COLS = ("params", "deploy_params", "flops", "latency_ms", "val_acc", "seconds")
+INT_COLS = ("number", "epochs_done", "epochs_budget", "stem_stride", "seed")
+
+
+class RunDirError(ValueError):
+    """The folder given is missing or is not a search run folder."""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of the files of one run folder."""
+    path: str
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    @property
+    def study_yaml(self) -> str:
+        return self.file(STUDY_YAML)
+
+    @property
+    def trials_csv(self) -> str:
+        return self.file(TRIALS_CSV)
+
+    @property
+    def summary_json(self) -> str:
+        return self.file(SUMMARY_JSON)
+
+    @property
+    def costs_json(self) -> str:
+        return self.file(COSTS_JSON)
+
+    @property
+    def optuna_journal(self) -> str:
+        return self.file(OPTUNA_JOURNAL)
+
+    @property
+    def weights_dir(self) -> str:
+        return self.file(WEIGHTS_DIR)
+
+    def weights(self, name: str) -> str:
+        return os.path.join(self.weights_dir, f"{name}.safetensors")
+
+    @property
+    def report_md(self) -> str:
+        return self.file(REPORT_MD)
+
+    @property
+    def report_html(self) -> str:
+        return self.file(REPORT_HTML)
+
+    def pareto_png(self, objective: str) -> str:
+        return self.file(PARETO_PNG.format(objective=objective))
+
+    def scaling_png(self, n: int = 0, family: str = "") -> str:
+        return self.file(SCALING_PNG if n == 0 else SCALING_PNG_N.format(n=n + 1, family=family))
+
+
+def atomic_write(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder (readers never see half a file)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class Trial:
+    row: dict
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.__dict__["row"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        v = self.row.get(key)
+        return default if v is None else v
+
+
+@dataclass
+class Run:
+    path: str
+    study: dict
+    summary: dict
+    trials: list[Trial] = field(default_factory=list)
+
+    @property
+    def dir(self) -> RunDir:
+        return RunDir(self.path)
+
+    @property
+    def name(self) -> str:
+        return str(self.study.get("name") or self.summary.get("study") or os.path.basename(self.path))
+
+    @property
+    def budgets(self) -> dict:
+        return dict(self.study.get("budgets") or {})
+
+    def by_state(self, *states: str) -> list[Trial]:
+        return [t for t in self.trials if t.state in states]
+
+
+# ----------------------------------------------------------------------------------------- reading
+def parse_value(col: str, raw: str | None) -> Any:
+    """One ``trials.csv`` cell as its Python value (JSON lists, floats, ints; empty/nan -> None)."""
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if raw == "" or raw.lower() in ("nan", "none", "null"):
+        return [] if col == "val_acc_epochs" else None
+    if col in JSON_COLS:
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return None
+    if col in FLOAT_COLS:
+        try:
+            v = float(raw)
+        except ValueError:
+            return None
+        return None if math.isnan(v) else v
+    if col in INT_COLS:
+        try:
+            return int(float(raw))
+        except ValueError:
+            return None
+    return raw
+
+
+def read_trials_csv(path: str) -> list[Trial]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"name", "state"} - set(reader.fieldnames or [])
+        if missing:
+            raise RunDirError(f"{path}: not a trials table (missing column {sorted(missing)[0]!r})")
+        return [Trial({k: parse_value(k, v) for k, v in row.items() if k is not None}) for row in reader]
+
+
+def read_summary(run_dir: str) -> dict:
+    """``summary.json`` of a run ({} when there is none yet); RunDirError when it is not valid JSON."""
+    path = RunDir(run_dir).summary_json
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{path}: not valid JSON ({e})") from None
+
+
+def _read_study(path: str) -> dict:
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            study = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise RunDirError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(study, dict):
+        raise RunDirError(f"{path}: expected a mapping")
+    return study
+
+
+def load_run(run_dir: str) -> Run:
+    """Read a run folder; RunDirError (one line) if it is missing or not a run folder."""
+    if not run_dir or not os.path.exists(run_dir):
+        raise RunDirError(f"{run_dir}: no such folder")
+    if not os.path.isdir(run_dir):
+        raise RunDirError(f"{run_dir}: not a folder (give the run folder written by `lkscale search`)")
+    d = RunDir(run_dir)
+    if not os.path.isfile(d.trials_csv) and not os.path.isfile(d.study_yaml):
+        raise RunDirError(f"{run_dir}: not a search run folder (no {TRIALS_CSV} or {STUDY_YAML}; "
+                          f"give the folder written by `lkscale search`)")
+    study = _read_study(d.study_yaml)
+    summary = read_summary(run_dir)
+    trials = read_trials_csv(d.trials_csv) if os.path.isfile(d.trials_csv) else []
+    return Run(path=os.path.abspath(run_dir), study=study, summary=summary, trials=trials)
+
+
+# ----------------------------------------------------------------------------------------- numbers
+def front_of(trials: list[Trial], col: str) -> list[Trial]:
+    """Complete trials on the (val_acc max, ``col`` min) front, sorted by ``col``; never other states."""
+    pool = [t for t in trials if t.state == "complete" and t.get("val_acc") is not None and t.get(col) is not None]
+    idx = pareto_front([(t.val_acc, t.row[col]) for t in pool], ("max", "min"))
+    front, seen = [], set()
+    for t in sorted((pool[i] for i in idx), key=lambda t: (t.row[col], -t.val_acc, t.get("number", 0))):
+        if t.name not in seen:  # the same architecture sampled twice is listed once
+            seen.add(t.name)
+            front.append(t)
+    return front
+
+
+def epochs_saved(run: Run) -> int:
+    """Trial-epochs saved by pruning: sum over pruned trials of (epoch budget - epochs trained)."""
+    total = 0
+    for t in run.by_state("pruned"):
+        budget = t.get("epochs_budget")
+        if budget is None:
+            budget = (run.study.get("proxy") or {}).get("epochs", 0)
+        total += max(0, int(budget) - int(t.get("epochs_done", 0)))
+    return total
+
+
+def trial_record(t: Trial) -> dict:
+    """The architecture, costs and result of one trial, as JSON-ready dict (fronts in summaries)."""
+    keys = ("name", "trial_id", "number", "state", "blocks", "kernels", "depths", "widths", "dcn_groups", "reparam",
+            "stem_stride", "params", "deploy_params", "flops", "latency_ms", "val_acc", "epochs_done", "seed")
+    return {k: t.row.get(k) for k in keys}
+
+
+__all__ = ["STUDY_YAML", "TRIALS_CSV", "SUMMARY_JSON", "COSTS_JSON", "OPTUNA_JOURNAL", "WEIGHTS_DIR", "TUNE_DIR",
+           "REPORT_MD", "REPORT_HTML", "STATES", "CSV_COLUMNS", "RunDirError", "RunDir", "Run", "Trial", "atomic_write",
+           "parse_value", "read_trials_csv", "read_summary", "load_run", "front_of", "epochs_saved", "trial_record"]
