@@ -18,6 +18,7 @@ partial accuracy, infeasible ones were never trained, failed ones have none.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -27,6 +28,7 @@ from typing import Any
 import yaml
 
 from lkscale.pareto import pareto_front
+from lkscale.stats import accuracy_interval
 
 STUDY_YAML = "study.yaml"
 TRIALS_CSV = "trials.csv"
@@ -44,10 +46,13 @@ SCALING_PNG_N = "kernel_scaling_{n}_{family}.png"
 STATES = ("complete", "pruned", "infeasible", "failed", "running")
 CSV_COLUMNS = ["trial_id", "number", "name", "state", "blocks", "kernels", "depths", "widths", "dcn_groups",
                "reparam", "stem_stride", "params", "deploy_params", "flops", "latency_ms", "val_acc",
-               "val_acc_epochs", "epochs_done", "epochs_budget", "seconds", "node", "error", "notes", "seed", "spec"]
+               "val_acc_epochs", "epochs_done", "epochs_budget", "seconds", "node", "error", "notes", "seed", "spec",
+               "replicate", "val_n", "latency_low_ms", "latency_high_ms", "latency_runtime", "latency_source",
+               "device", "precision"]
 JSON_COLS = ("blocks", "kernels", "depths", "widths", "dcn_groups", "reparam", "val_acc_epochs")
-FLOAT_COLS = ("params", "deploy_params", "flops", "latency_ms", "val_acc", "seconds")
-INT_COLS = ("number", "epochs_done", "epochs_budget", "stem_stride", "seed")
+FLOAT_COLS = ("params", "deploy_params", "flops", "latency_ms", "val_acc", "seconds", "latency_low_ms",
+              "latency_high_ms")
+INT_COLS = ("number", "epochs_done", "epochs_budget", "stem_stride", "seed", "replicate", "val_n")
 
 
 class RunDirError(ValueError):
@@ -227,7 +232,81 @@ def load_run(run_dir: str) -> Run:
     return Run(path=os.path.abspath(run_dir), study=study, summary=summary, trials=trials)
 
 
+# ----------------------------------------------------------------------------------------- writing
+def _cell(v: Any) -> Any:
+    if isinstance(v, (list, tuple, dict)):
+        return json.dumps(v)
+    return "" if v is None else v
+
+
+def write_trials(run_dir: str, rows: list[dict]) -> None:
+    """Write ``trials.csv`` (the one writer): rows sorted by Optuna trial number, then replicate."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    key = lambda r: (int(float(r.get("number") or 0)), int(float(r.get("replicate") or 0)), str(r.get("trial_id")))
+    for r in sorted(rows, key=key):
+        w.writerow({k: _cell(r.get(k)) for k in CSV_COLUMNS})
+    atomic_write(RunDir(run_dir).trials_csv, buf.getvalue())
+
+
+def read_trials(run_dir: str) -> list[Trial]:
+    """The trials of a run folder ([] before the first trial is recorded)."""
+    path = RunDir(run_dir).trials_csv
+    return read_trials_csv(path) if os.path.isfile(path) else []
+
+
+def update_summary(run_dir: str, patch: dict) -> dict:
+    """Merge ``patch`` into ``summary.json`` (the one writer; each producer owns its keys) and return it."""
+    summary = {**read_summary(run_dir), **patch}
+    atomic_write(RunDir(run_dir).summary_json, json.dumps(summary, indent=2))
+    return summary
+
+
+def write_study(run_dir: str, text: str) -> None:
+    atomic_write(RunDir(run_dir).study_yaml, text)
+
+
+def read_costs(run_dir: str) -> dict:
+    path = RunDir(run_dir).costs_json
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_costs(run_dir: str, costs: dict) -> None:
+    atomic_write(RunDir(run_dir).costs_json, json.dumps(costs, indent=1))
+
+
 # ----------------------------------------------------------------------------------------- numbers
+def candidates(trials: list[Trial], confidence: float = 0.95) -> list[Trial]:
+    """One row per architecture: accuracy = mean over its complete replicates (common random numbers:
+    replicate r used the same data subset, batch order and init seed for every candidate), with a
+    ``confidence`` interval over replicates (``val_acc_low``/``val_acc_high``; with one replicate the
+    validation set's Wilson interval). ``replicates`` maps replicate index -> accuracy. A candidate is
+    ``complete`` when at least one replicate is; otherwise it keeps the state of its first replicate."""
+    groups: dict[str, list[Trial]] = {}
+    for t in trials:
+        if t.get("name"):
+            groups.setdefault(t.name, []).append(t)
+    out = []
+    for name, ts in groups.items():
+        ts = sorted(ts, key=lambda t: (t.get("replicate", 0), t.get("number", 0)))
+        done = [t for t in ts if t.state == "complete" and t.get("val_acc") is not None]
+        base = dict((done or ts)[0].row)
+        if done:
+            reps = {int(t.get("replicate", 0)): float(t.val_acc) for t in done}
+            iv = accuracy_interval(reps, n_val=done[0].get("val_n"), confidence=confidence)
+            base.update(val_acc=iv.estimate, val_acc_low=iv.low, val_acc_high=iv.high, n_replicates=len(reps),
+                        replicates=reps, interval_method=iv.method,
+                        seconds=sum(float(t.get("seconds") or 0) for t in ts))
+        else:
+            base.update(n_replicates=0, replicates={})
+        out.append(Trial(base))
+    return sorted(out, key=lambda t: t.get("number", 0))
+
+
 def front_of(trials: list[Trial], col: str) -> list[Trial]:
     """Complete trials on the (val_acc max, ``col`` min) front, sorted by ``col``; never other states."""
     pool = [t for t in trials if t.state == "complete" and t.get("val_acc") is not None and t.get(col) is not None]
@@ -254,10 +333,12 @@ def epochs_saved(run: Run) -> int:
 def trial_record(t: Trial) -> dict:
     """The architecture, costs and result of one trial, as JSON-ready dict (fronts in summaries)."""
     keys = ("name", "trial_id", "number", "state", "blocks", "kernels", "depths", "widths", "dcn_groups", "reparam",
-            "stem_stride", "params", "deploy_params", "flops", "latency_ms", "val_acc", "epochs_done", "seed")
+            "stem_stride", "params", "deploy_params", "flops", "latency_ms", "latency_low_ms", "latency_high_ms",
+            "val_acc", "val_acc_low", "val_acc_high", "n_replicates", "epochs_done", "seed")
     return {k: t.row.get(k) for k in keys}
 
 
 __all__ = ["STUDY_YAML", "TRIALS_CSV", "SUMMARY_JSON", "COSTS_JSON", "OPTUNA_JOURNAL", "WEIGHTS_DIR", "TUNE_DIR",
            "REPORT_MD", "REPORT_HTML", "STATES", "CSV_COLUMNS", "RunDirError", "RunDir", "Run", "Trial", "atomic_write",
-           "parse_value", "read_trials_csv", "read_summary", "load_run", "front_of", "epochs_saved", "trial_record"]
+           "parse_value", "read_trials_csv", "read_summary", "load_run", "front_of", "epochs_saved", "trial_record",
+           "write_trials", "read_trials", "update_summary", "write_study", "read_costs", "write_costs", "candidates"]
