@@ -1,0 +1,252 @@
+"""Latency with its error: interleaved rounds over candidates, median, interval and spread per candidate.
+
+The protocol (``measure_interleaved``)
+--------------------------------------
+1. One ``Runner`` per candidate (``runtimes.make_runner``: onnxruntime by default), each warmed up.
+2. ``cfg.rounds`` rounds; every round visits all candidates in a fresh random order and times a block
+   of ``cfg.repeats`` consecutive calls per candidate. A round's value is the median of its block.
+   Load that comes and goes hits every candidate alike instead of whichever was timed at that moment.
+3. Per candidate: the median of the round values (``median_ms``), a distribution-free interval for
+   that median from order statistics of the round values (``median_ci``, 95% where the number of
+   rounds allows it, else min..max) and the robust coefficient of variation of the round values
+   (``robust_cv``: 1.4826 * MAD / median; one disturbed round does not inflate it).
+4. A candidate whose ``cv > cfg.max_cv`` gets extra rounds (with the other such candidates, interleaved
+   as above), up to ``cfg.max_extra_rounds``; still too wide, it is returned with ``noisy=True``:
+   flagged for the caller, never silently used.
+
+The clock is injectable (``timer(name, runner, n) -> seconds per call``) so that the protocol is
+tested without depending on wall-clock speed. ``quiet.py`` tells the caller when the machine is quiet.
+
+``measure_latency`` / ``measure_train_step`` are the older single-model measurements (eager torch,
+one run of repeats), kept for callers and as the baseline of ``benchmarks/latency_stability.py``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from lkscale.config import LatencyConfig
+from lkscale.cost.runtimes import Runner, make_runner, threads
+
+WARMUP_CALLS = 5
+CONFIDENCE = 0.95
+
+Timer = Callable[[str, Runner, int], list]
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    runtime: str  # what ran: onnxruntime | torch | compile | cuda
+    batch_size: int
+    threads: int
+    input_size: int
+    median_ms: float  # median over rounds of each round's median call
+    ci_low_ms: float  # interval for the median (order statistics over rounds; see ``ci_level``)
+    ci_high_ms: float
+    cv: float  # robust coefficient of variation of the round values (1.4826 MAD / median)
+    rounds: int
+    noisy: bool  # spread still above max_cv after the extra rounds: do not trust this number
+    throughput_ips: float  # images per second at this batch size (batch_size / median)
+    source: str = "measured"  # measured | predicted
+    error_pct: float | None = None  # predicted: the predictor's held-out mean absolute percentage error
+    ci_level: float | None = None  # coverage of [ci_low, ci_high]
+    note: str = ""  # exporter/runtime version, a fallback, the table used
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "LatencyResult":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def describe(self) -> str:
+        """One line: value, interval, spread and what was measured."""
+        flag = "  NOISY (spread above max_cv)" if self.noisy else ""
+        what = "predicted" if self.source == "predicted" else f"{self.rounds} interleaved rounds"
+        err = f", predictor MAPE {self.error_pct:.1f}%" if self.error_pct is not None else ""
+        return (f"{self.median_ms:.3f} ms [{self.ci_low_ms:.3f}-{self.ci_high_ms:.3f}] cv {100 * self.cv:.1f}% "
+                f"({self.runtime}, batch {self.batch_size}, {self.threads} thread(s), {self.input_size} px, "
+                f"{what}{err}; {self.throughput_ips:.0f} img/s){flag}")
+
+
+# ------------------------------------------------------------------------------------------ statistics
+def median_ci(values, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """Distribution-free interval for the median: (low, high, coverage) from order statistics.
+
+    The k-th smallest and k-th largest of n values bracket the median with probability
+    1 - 2 P(Binomial(n, 1/2) <= k - 1); k is the largest rank with coverage >= ``confidence``. With too
+    few values for that (n < 6 at 95%) it is (min, max) with its coverage 1 - 2^(1-n).
+    """
+    x = np.sort(np.asarray(values, dtype=float))
+    n = x.size
+    if n == 0:
+        raise ValueError("no values")
+    cdf = np.cumsum([math.comb(n, i) for i in range(n + 1)]) / 2.0 ** n  # P(B <= i)
+    k = 1
+    for cand in range(1, n // 2 + 1):
+        if 1 - 2 * cdf[cand - 1] >= confidence:
+            k = cand
+    coverage = 1 - 2 * cdf[k - 1] if n > 1 else 0.0
+    return float(x[k - 1]), float(x[n - k]), float(coverage)
+
+
+def robust_cv(values) -> float:
+    """1.4826 * median absolute deviation / median (a normal's sd / mean; 0 for one value)."""
+    x = np.asarray(values, dtype=float)
+    med = float(np.median(x))
+    if med <= 0:
+        return math.inf
+    return float(1.4826 * np.median(np.abs(x - med)) / med)
+
+
+def summarize(round_values_s, runtime: str, batch_size: int, n_threads: int, input_size: int, noisy: bool,
+              note: str = "") -> LatencyResult:
+    ms = np.asarray(round_values_s, dtype=float) * 1e3
+    med = float(np.median(ms))
+    lo, hi, level = median_ci(ms)
+    return LatencyResult(runtime=runtime, batch_size=batch_size, threads=n_threads, input_size=input_size,
+                         median_ms=med, ci_low_ms=lo, ci_high_ms=hi, cv=robust_cv(ms), rounds=int(ms.size),
+                         noisy=noisy, throughput_ips=batch_size / (med / 1e3) if med > 0 else math.inf,
+                         ci_level=level, note=note)
+
+
+# ------------------------------------------------------------------------------------------- protocol
+def wall_timer(name: str, runner: Runner, n: int) -> list:
+    """The real clock: ``runner.time_calls(n)`` (perf_counter, or CUDA events on a GPU)."""
+    return runner.time_calls(n)
+
+
+def _round(names: list, runners: Mapping[str, Runner], values: dict, repeats: int, timer: Timer,
+           rng: random.Random) -> None:
+    order = list(names)
+    rng.shuffle(order)
+    for name in order:
+        values[name].append(float(np.median(timer(name, runners[name], repeats))))
+
+
+def run_protocol(runners: Mapping[str, Runner], cfg: LatencyConfig, timer: Timer = wall_timer,
+                 seed: int = 0, progress: Callable[[str], None] | None = None) -> tuple[dict, set]:
+    """Warm-up, ``cfg.rounds`` interleaved rounds, extra rounds for wide ones: ({name: [round s]}, noisy)."""
+    if cfg.rounds < 1 or cfg.repeats < 1 or cfg.max_extra_rounds < 0:
+        raise ValueError("rounds and repeats must be >= 1 and max_extra_rounds >= 0")
+    rng = random.Random(seed)
+    names = list(runners)
+    for name in names:
+        timer(name, runners[name], WARMUP_CALLS)
+    values: dict[str, list] = {n: [] for n in names}
+    for r in range(cfg.rounds):
+        _round(names, runners, values, cfg.repeats, timer, rng)
+        if progress:
+            progress(f"round {r + 1}/{cfg.rounds} over {len(names)} candidate(s)")
+    wide = [n for n in names if robust_cv(values[n]) > cfg.max_cv]
+    for extra in range(cfg.max_extra_rounds):
+        if not wide:
+            break
+        if progress:
+            progress(f"extra round {extra + 1}/{cfg.max_extra_rounds} for {len(wide)} wide candidate(s)")
+        _round(wide, runners, values, cfg.repeats, timer, rng)
+        wide = [n for n in wide if robust_cv(values[n]) > cfg.max_cv]
+    return values, set(wide)
+
+
+def measure_interleaved(models: Mapping[str, nn.Module], cfg: LatencyConfig, in_chans: int = 3,
+                        timer: Timer = wall_timer, input_size: int | None = None, seed: int = 0,
+                        progress: Callable[[str], None] | None = None) -> dict[str, LatencyResult]:
+    """Measure every model (as given: pass deploy forms) side by side; see the module docstring.
+
+    ``input_size`` overrides ``cfg.input_size`` (one of them must be set).
+    """
+    size = input_size or cfg.input_size
+    if not size:
+        raise ValueError("no input size: set LatencyConfig.input_size or pass input_size")
+    with threads(cfg.threads):
+        runners = {name: make_runner(m, cfg.runtime, cfg.batch_size, size, cfg.threads, in_chans)
+                   for name, m in models.items()}
+        values, noisy = run_protocol(runners, cfg, timer, seed, progress)
+    return {name: summarize(values[name], runners[name].runtime, cfg.batch_size, cfg.threads, size,
+                            name in noisy, runners[name].note) for name in models}
+
+
+# ------------------------------------------------------------------------- single-model (older) timing
+def _summary(times_s: list[float]) -> dict:
+    ms = np.asarray(times_s) * 1e3
+    return {"median_ms": float(np.median(ms)), "p25_ms": float(np.percentile(ms, 25)),
+            "p75_ms": float(np.percentile(ms, 75)), "min_ms": float(ms.min()), "mean_ms": float(ms.mean()),
+            "n": int(ms.size)}
+
+
+def _timed(step: Callable[[], Any], warmup: int, repeats: int, min_seconds: float, max_repeats: int) -> list[float]:
+    for _ in range(warmup):
+        step()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats or (time.perf_counter() - start < min_seconds and len(times) < max_repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def measure_latency(model: nn.Module, input_size: int, batch_size: int = 1, threads: int = 1, warmup: int = 5,
+                    repeats: int = 20, min_seconds: float = 0.1, in_chans: int | None = None,
+                    deploy: bool = True, max_repeats: int = 1000) -> dict:
+    """Eager forward latency of one model, one run of repeats (ms): median, p25, p75, min, mean, n.
+
+    The older single measurement (no interleaving, no spread check); ``measure_interleaved`` is the
+    protocol to use. With ``deploy`` a model that is not yet deployed is re-parameterised (a copy).
+    """
+    if batch_size < 1 or threads < 1 or repeats < 1 or input_size < 1:
+        raise ValueError("batch_size, threads, repeats and input_size must be >= 1")
+    if deploy and not getattr(model, "deployed", False):
+        from lkscale.reparam import reparameterize
+
+        model = reparameterize(model)
+    in_chans = in_chans or getattr(model, "in_chans", 3)
+    model.eval().to(memory_format=torch.channels_last)
+    x = torch.randn(batch_size, in_chans, input_size, input_size).contiguous(memory_format=torch.channels_last)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            times = _timed(lambda: model(x), warmup, repeats, min_seconds, max_repeats)
+    finally:
+        torch.set_num_threads(prev)
+    return {**_summary(times), "batch_size": batch_size, "threads": threads, "input_size": input_size}
+
+
+def measure_train_step(model: nn.Module, input_size: int, batch_size: int = 2, threads: int = 1, warmup: int = 2,
+                       repeats: int = 5, min_seconds: float = 0.0, in_chans: int | None = None,
+                       num_classes: int | None = None) -> dict:
+    """Train-form step time (ms): forward + cross-entropy + backward + SGD step, on a copy of ``model``."""
+    if batch_size < 1 or threads < 1 or repeats < 1 or input_size < 1:
+        raise ValueError("batch_size, threads, repeats and input_size must be >= 1")
+    model = copy.deepcopy(model).train().to(memory_format=torch.channels_last)
+    in_chans = in_chans or getattr(model, "in_chans", 3)
+    x = torch.randn(batch_size, in_chans, input_size, input_size).contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    loss_fn = nn.CrossEntropyLoss()
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        out = model(x)
+        target = torch.randint(0, num_classes or out.shape[-1], (out.shape[0],))
+        loss_fn(out, target).backward()
+        opt.step()
+
+    try:
+        times = _timed(step, warmup, repeats, min_seconds, max(repeats, 1000))
+    finally:
+        torch.set_num_threads(prev)
+    return {**_summary(times), "batch_size": batch_size, "threads": threads, "input_size": input_size}
