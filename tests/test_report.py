@@ -162,13 +162,13 @@ def test_reference_without_budget_is_fixed_once(tmp_path):
     ref_lat, ref_flops = first["latency"]["reference"]["latency_ms"], first["flops"]["reference"]["flops"]
     lats = [t[3] for t in TRIALS]
     assert ref_lat >= 1.5 * max(lats) and ref_flops >= 1.5 * max(c[2] for c in COSTS.values())
-    stored = json.load(open(os.path.join(run, "summary.json")))["reference_point"]
+    stored = json.load(open(os.path.join(run, "summary.json")))["report"]["reference_point"]
     assert stored["latency"]["latency_ms"] == ref_lat
     # more trials arrive (a resumed search), one far slower: the reference point does not move
     write_fake_run(run, trials=TRIALS + [("complete", (31, 29, 27, 13), [[], [], [], []], 100.0, 0.9, 4)],
                    max_latency_ms=None)
     with open(os.path.join(run, "summary.json"), "w") as f:
-        json.dump({"study": "fake", "reference_point": stored}, f)
+        json.dump({"study": "fake", "report": {"reference_point": stored}}, f)
     again = make_report(run, figures=False)["fronts"]
     assert again["latency"]["reference"]["latency_ms"] == ref_lat
     assert again["flops"]["reference"]["flops"] == ref_flops

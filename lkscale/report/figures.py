@@ -1,0 +1,208 @@
+"""PNG figures of a run (matplotlib, Agg canvas: no display needed)."""
+from __future__ import annotations
+
+from lkscale.report.labels import OBJECTIVES, blocks_label, dot, ref_text
+from lkscale.rundir import STATES, Run, Trial
+
+_STYLE = {  # state -> matplotlib kwargs
+    "complete": dict(marker="o", s=36, facecolors="#1f77b4", edgecolors="#1f77b4", alpha=0.8, zorder=3),
+    "pruned": dict(marker="o", s=36, facecolors="none", edgecolors="#ff7f0e", linewidths=1.3, zorder=2),
+    "running": dict(marker="D", s=30, facecolors="none", edgecolors="#9467bd", zorder=2),
+}
+_STRIP_STYLE = {
+    "infeasible": dict(marker="x", s=40, color="#7f7f7f", linewidths=1.5),
+    "failed": dict(marker="X", s=40, color="#d62728", linewidths=0.5),
+}
+
+
+def state_groups(run: Run) -> dict[str, list[Trial]]:
+    out: dict[str, list[Trial]] = {s: [] for s in STATES}
+    for t in run.trials:
+        out.setdefault(t.state, []).append(t)
+    return out
+
+
+def _figure(size: tuple[float, float]):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=120)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _dominated_area(ax, front: list[Trial], col: str, ref_x: float, hv: float) -> None:
+    """The region the hypervolume measures, clipped to the reference point."""
+    fx = [t.row[col] for t in front if t.row[col] < ref_x]
+    fy = [t.val_acc for t in front if t.row[col] < ref_x]
+    if not fx:
+        return
+    sx, sy = [], []
+    for i, (x, y) in enumerate(zip(fx, fy)):
+        nxt = fx[i + 1] if i + 1 < len(fx) else ref_x
+        sx += [x, nxt]
+        sy += [y, y]
+    ax.fill_between(sx, sy, 0, color="#d62728", alpha=0.08, lw=0, zorder=0, label=f"dominated area\n(hypervolume {hv:.4g})")
+
+
+def _trained_points(ax, groups: dict, front: list[Trial], col: str, ref_x: float) -> None:
+    for state in ("running", "pruned", "complete"):
+        ts = [t for t in groups.get(state, []) if t.get(col) is not None and t.get("val_acc") is not None]
+        if ts:
+            label = {"complete": "complete", "pruned": "pruned\n(accuracy when stopped)", "running": "running"}[state]
+            ax.scatter([t.row[col] for t in ts], [t.val_acc for t in ts], label=f"{label} ({len(ts)})", **_STYLE[state])
+    if front:
+        px = [t.row[col] for t in front]
+        py = [t.val_acc for t in front]
+        x_end = ref_x if ref_x > px[-1] else px[-1]  # to the reference (clipped at the axes edge)
+        ax.step(px + [x_end], py + [py[-1]], where="post", color="#d62728", lw=1.6, zorder=4)
+        ax.scatter(px, py, marker="*", s=150, color="#d62728", edgecolors="black", linewidths=0.5, zorder=5,
+                   label=f"Pareto front ({len(front)})")
+
+
+def _accuracy_axis(ax, run: Run, xlabel: str) -> None:
+    from matplotlib.ticker import PercentFormatter
+
+    accs = [t.val_acc for t in run.trials if t.get("val_acc") is not None and t.state in ("complete", "pruned", "running")]
+    if not accs:
+        ax.text(0.5, 0.5, "no trained trials yet", transform=ax.transAxes, ha="center", va="center", color="#555")
+    ax.set_ylim(0, min(1.0, (max(accs) if accs else 1.0) * 1.12 + 0.02))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.set_ylabel("validation accuracy (proxy)")
+    ax.grid(True, alpha=0.3)
+    ax.tick_params(labelbottom=False)
+    ax.set_title(f"{run.name}: accuracy vs {xlabel.split(' (')[0]} ({len(run.trials)} trials)", fontsize=11)
+
+
+def _untrained_strip(strip, groups: dict, col: str, xlabel: str) -> None:
+    """Trials never trained (infeasible: over budget; failed) at their measured cost, below the main axes."""
+    untrained = [t for s in ("infeasible", "failed") for t in groups.get(s, []) if t.get(col) is not None]
+    no_x = sum(1 for s in ("infeasible", "failed") for t in groups.get(s, []) if t.get(col) is None)
+    for state in ("infeasible", "failed"):
+        ts = [t for t in untrained if t.state == state]
+        if ts:
+            label = "infeasible: over budget,\nnot trained" if state == "infeasible" else "failed"
+            strip.scatter([t.row[col] for t in ts], [0.5] * len(ts), label=f"{label} ({len(ts)})", **_STRIP_STYLE[state])
+    strip.set_ylim(0, 1)
+    strip.set_yticks([])
+    strip.set_ylabel("no\nresult", rotation=0, ha="right", va="center", fontsize=8)
+    if not untrained:
+        strip.text(0.5, 0.5, "no infeasible or failed trials" + (f" with a measured cost ({no_x} without)" if no_x else ""),
+                   transform=strip.transAxes, ha="center", va="center", fontsize=8, color="#555")
+    elif no_x:
+        strip.text(0.99, 0.85, f"+{no_x} without a measured cost", transform=strip.transAxes, ha="right", va="top",
+                   fontsize=7, color="#555")
+    strip.set_xlabel(xlabel)
+
+
+def _x_limits(ax, vals: list[float]) -> None:
+    pos = [v for v in vals if v and v > 0]
+    if pos and max(pos) / min(pos) > 30:
+        ax.set_xscale("log")
+    if not vals:
+        return
+    lo, hi = min(vals), max(vals)
+    if ax.get_xscale() == "log":
+        ax.set_xlim(lo / 1.3, hi * 1.3)
+    else:
+        pad = (hi - lo) * 0.06 or max(abs(hi) * 0.1, 1e-9)
+        ax.set_xlim(max(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad)
+
+
+def pareto_figure(run: Run, objective: str, front: list[Trial], ref: dict, hv: float, path: str) -> None:
+    """PNG: all trials (state-coded), the front as a step line, the dominated area and the reference point.
+
+    Trained trials are on the main axes; trials never trained (infeasible: over budget; failed) sit in a
+    strip below at their measured cost. The legend and the reference point note are outside the axes.
+    """
+    from matplotlib.ticker import EngFormatter
+
+    col, xlabel, unit, _ = OBJECTIVES[objective]
+    groups = state_groups(run)
+    fig = _figure((9.6, 5.6))
+    gs = fig.add_gridspec(2, 1, height_ratios=[6, 1], hspace=0.08)
+    ax = fig.add_subplot(gs[0])
+    strip = fig.add_subplot(gs[1], sharex=ax)
+    ref_x, ref_txt = ref[col], ref_text(ref[col], unit)
+    xs_all = [t.row[col] for t in run.trials if t.get(col) is not None]
+    in_range = ref_x <= (max(xs_all) if xs_all else ref_x) * 1.6
+    _dominated_area(ax, front, col, ref_x, hv)
+    _trained_points(ax, groups, front, col, ref_x)
+    if in_range:
+        for a in (ax, strip):
+            a.axvline(ref_x, color="black", ls=":", lw=1)
+        ax.plot([ref_x], [0], marker="P", color="black", ms=9, clip_on=False, zorder=6, ls="none",
+                label=f"reference point\n({ref_txt}, acc 0)")
+    _accuracy_axis(ax, run, xlabel)
+    _untrained_strip(strip, groups, col, xlabel)
+    _x_limits(ax, xs_all + ([ref_x] if in_range else []))
+    if unit == "MACs":
+        strip.xaxis.set_major_formatter(EngFormatter())
+    handles, labels = ax.get_legend_handles_labels()
+    h2, l2 = strip.get_legend_handles_labels()
+    fig.legend(handles + h2, labels + l2, loc="upper left", bbox_to_anchor=(0.735, 0.93), fontsize=8, frameon=False,
+               labelspacing=0.9)
+    if not in_range:
+        fig.text(0.745, 0.2, f"reference point:\n{ref_txt}, accuracy 0\n(beyond the right edge)", fontsize=8,
+                 va="bottom", color="#333")
+    fig.subplots_adjust(left=0.1, right=0.72, top=0.93, bottom=0.1)
+    fig.savefig(path)
+
+
+def _scaling_panel(ax, key: str, title: str, scaling: dict, settings: list, reps: list) -> None:
+    from matplotlib.ticker import EngFormatter, PercentFormatter
+
+    markers = "osD^v<>p"
+    for j, rep in enumerate(reps):
+        pts = sorted((settings.index(tuple(r["kernels"])), r[key]) for r in scaling["rows"]
+                     if r["reparam"] == rep and r[key] is not None)
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers[j % len(markers)], lw=1.4,
+                    ms=7 if j == 0 else 9, markerfacecolor=None if j == 0 else "none", markeredgewidth=1.5, label=rep)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if key == "val_acc_mean":
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
+        accs = [r[key] for r in scaling["rows"] if r[key] is not None]
+        if accs and max(accs) - min(accs) < 0.02:  # flat: give the axis a readable span
+            mid = (max(accs) + min(accs)) / 2
+            ax.set_ylim(max(0.0, mid - 0.05), min(1.0, mid + 0.05))
+        elif not accs:
+            ax.text(0.5, 0.5, "no complete trials", transform=ax.transAxes, ha="center", va="center", color="#555",
+                    fontsize=9)
+    elif key in ("flops", "params"):
+        ax.yaxis.set_major_formatter(EngFormatter())
+
+
+def scaling_figure(run: Run, scaling: dict, path: str) -> None:
+    """PNG: 2x2 panels (accuracy, latency, FLOPs, params) against kernel setting, one line per re-param setting."""
+    settings = [tuple(k) for k in scaling["kernel_settings"]]
+    labels = [dot(k) for k in settings]
+    rot = len(labels) > 4 or max(map(len, labels)) > 9
+    fig = _figure((9, 6.4))
+    axes = fig.subplots(2, 2, sharex=True)
+    panels = (("val_acc_mean", "validation accuracy (mean of complete)", axes[0][0]),
+              ("latency_ms", "deploy latency (ms)", axes[0][1]),
+              ("flops", "FLOPs (multiply-adds)", axes[1][0]),
+              ("params", "parameters (train form)", axes[1][1]))
+    reps = sorted({r["reparam"] for r in scaling["rows"]}, key=lambda s: (s != "none", s))
+    for key, title, ax in panels:
+        _scaling_panel(ax, key, title, scaling, settings, reps)
+    for ax in axes[1]:
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, rotation=30 if rot else 0, ha="right" if rot else "center", fontsize=8)
+        ax.set_xlabel("kernel size per stage")
+    handles, leg_labels = [], []  # every re-param setting drawn in any panel (one without accuracy yet too)
+    for _k, _t, ax in panels:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in leg_labels:
+                handles.append(h)
+                leg_labels.append(lab)
+    b = scaling["base"]
+    fig.suptitle(f"{run.name}: kernel-size scaling (base {blocks_label(b['blocks'])}, depths {dot(b['depths'])}, "
+                 f"widths {dot(b['widths'])})", fontsize=11)
+    fig.legend(handles, leg_labels, loc="lower center", ncol=min(5, max(1, len(handles))), fontsize=8, frameon=False,
+               title="re-param branches per stage (small kernel sizes; none = large kernel only)", title_fontsize=8,
+               bbox_to_anchor=(0.5, 0.0))
+    fig.subplots_adjust(left=0.09, right=0.97, top=0.9, bottom=0.22 if rot else 0.18, hspace=0.3, wspace=0.25)
+    fig.savefig(path)

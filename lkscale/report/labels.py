@@ -1,0 +1,74 @@
+"""Names, units and short text labels of what a report shows (no I/O, no plotting)."""
+from __future__ import annotations
+
+from typing import Any
+
+OBJECTIVES = {  # key -> (column, axis label, unit label, budget key)
+    "latency": ("latency_ms", "deploy latency (ms)", "ms", "max_latency_ms"),
+    "flops": ("flops", "FLOPs (multiply-adds, deploy form)", "MACs", "max_flops"),
+}
+# RepLKNet (Ding et al., CVPR 2022), Table 5: RepLKNet-31B-style base on ImageNet at 224 px, kernel sizes
+# [3,3,3,3] -> [31,29,27,13]: params 71.8M -> 79.3M (+10.4%), FLOPs 12.9G -> 15.3G (+18.6%).
+REPLKNET_TABLE5 = {"from": [3, 3, 3, 3], "to": [31, 29, 27, 13], "params": (71.8e6, 79.3e6), "flops": (12.9e9, 15.3e9),
+                   "params_change": 0.104, "flops_change": 0.186}
+STATE_MEANING = {"complete": "trained for the full proxy budget (only these can be on a front)",
+                 "pruned": "stopped early by the scheduler (partial accuracy)",
+                 "infeasible": "over a cost budget, never trained", "failed": "error or NaN during training",
+                 "running": "not finished when this report was made"}
+
+
+def fmt_count(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.4g}{suf}{unit}"
+    return f"{v:.0f}{unit}"
+
+
+def dot(xs: Any) -> str:
+    """``[3, 3, 7]`` -> ``3-3-7``; empty -> ``-``."""
+    if not xs:
+        return "-"
+    return "-".join("-" if x is None else str(x) for x in xs)
+
+
+def blocks_label(blocks: Any) -> str:
+    if not blocks:
+        return "-"
+    return blocks[0] if len(set(blocks)) == 1 else "/".join(blocks)
+
+
+def reparam_label(reparam: Any) -> str:
+    """Per-stage re-param branches: ``[[5],[5],[],[]]`` -> ``5|5|-|-``; none anywhere -> ``none``."""
+    if not reparam or not any(reparam):
+        return "none"
+    return "|".join("+".join(str(b) for b in st) if st else "-" for st in reparam)
+
+
+def dcn_label(groups: Any) -> str:
+    if not groups or all(g is None for g in groups):
+        return "-"
+    return dot(groups)
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:+.1f}%"
+
+
+def acc_text(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2%}"
+
+
+def ms_text(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def ref_text(value: float, unit: str) -> str:
+    """A reference point's cost as text: ``50 ms`` or ``100M MACs``."""
+    return fmt_count(value, " MACs") if unit == "MACs" else f"{value:g} {unit}"
+
+
+# private names kept for callers of the old single-module report (export, pipelines)
+_dot = dot
+_pct = pct
