@@ -26,11 +26,29 @@ def get_preset(name: str) -> ArchSpec:
 
 
 def load(path: str, deploy: bool = False):
-    """Rebuild an exported model (``lkscale export``) from its folder: train form, or ``deploy`` form (eval mode)."""
+    """Rebuild a model from its folder (``lkscale export`` or ``lkscale train --save``): train form, or
+    ``deploy`` form (eval mode)."""
     from lkscale.export import load as _load
 
     return _load(path, deploy=deploy)
 
 
+def register_timm() -> list[str]:
+    """Register lkscale models with timm (``lkscale_spec`` and ``lkscale_<preset>``); returns their names.
+
+    Nothing is registered at import time; call this once before ``timm.create_model("lkscale_...")`` or
+    ``timm.create_model("local-dir:<export folder>")``."""
+    from lkscale.export.timm_registry import register_timm as _reg
+
+    return _reg()
+
+
+def register_export(path: str) -> str:
+    """Register an export folder with timm (``pretrained=True`` loads its weights); returns the timm name."""
+    from lkscale.export.timm_registry import register_export as _reg
+
+    return _reg(path)
+
+
 __all__ = ["ArchSpec", "StageSpec", "StemSpec", "Branch", "SpecError", "build_model", "reparameterize",
-           "get_preset", "load", "__version__"]
+           "get_preset", "load", "register_timm", "register_export", "__version__"]

@@ -178,6 +178,7 @@ def test_timm_create_model(exported):
     import timm
 
     _, _, models, paths, _ = exported
+    lkscale.register_timm()
     p = paths[0]
     name = os.path.basename(p)
     x = torch.randn(2, 3, 32, 32)

@@ -152,3 +152,44 @@ def depthwise(channels: int, kernel: int, branches: tuple[Branch, ...], bias_whe
     if branches:
         return ReparamDWConv(channels, kernel, branches)
     return DWConv2d(channels, kernel, bias=bias_when_plain)
+
+
+class PoolHead(nn.Module):
+    """Base of the family heads (timm's classifier-head contract): ``pre_pool`` -> global average pool ->
+    ``post_pool`` -> dropout -> ``fc``. ``forward(x, pre_logits=True)`` stops before ``fc``;
+    ``reset(num_classes, global_pool)`` replaces ``fc`` (``num_classes=0``: no classifier) and sets the
+    pooling (``'avg'``, or ``''`` for none, which leaves the NCHW map and needs ``num_classes=0``)."""
+
+    def __init__(self, hidden_size: int, drop_rate: float):
+        """Subclasses create their layers, then call ``self.reset(num_classes, global_pool)`` (so ``fc``
+        comes last, as in the reference heads: same parameter order, same random init)."""
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.global_pool = "avg"
+        self.drop = nn.Dropout(drop_rate)
+        self.fc: nn.Module = nn.Identity()
+
+    def pre_pool(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def post_pool(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pre_pool(x)
+        if self.global_pool == "avg":
+            x = self.post_pool(x.mean((2, 3), keepdim=True)).flatten(1)
+        else:
+            x = self.post_pool(x)
+        x = self.drop(x)
+        return x if pre_logits else self.fc(x)
+
+    def reset(self, num_classes: int, global_pool: str | None = None) -> None:
+        if global_pool is not None:
+            if global_pool not in ("avg", ""):
+                raise ValueError(f"global_pool {global_pool!r} not supported; use 'avg' or '' (no pooling)")
+            self.global_pool = global_pool
+        if self.global_pool == "" and num_classes > 0:
+            raise ValueError("global_pool='' leaves a feature map: it needs num_classes=0")
+        device = next((p.device for p in self.parameters()), None)
+        self.fc = nn.Linear(self.hidden_size, num_classes, device=device) if num_classes > 0 else nn.Identity()

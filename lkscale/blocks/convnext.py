@@ -12,7 +12,7 @@ import torch
 from timm.layers import DropPath, LayerNorm, LayerNorm2d, Mlp
 from torch import nn
 
-from lkscale.blocks.common import depthwise, trunc_normal_init
+from lkscale.blocks.common import PoolHead, depthwise, trunc_normal_init
 from lkscale.spec import ArchSpec, StageSpec
 
 
@@ -51,18 +51,16 @@ def make_downsample(in_chans: int, out_chans: int) -> nn.Module:
     return nn.Sequential(LayerNorm2d(in_chans, eps=1e-6), nn.Conv2d(in_chans, out_chans, 2, 2))
 
 
-class PoolNormHead(nn.Module):
+class PoolNormHead(PoolHead):
     """Global average pool -> LayerNorm -> dropout -> fc (timm's NormMlpClassifierHead layout)."""
 
-    def __init__(self, in_chans: int, num_classes: int, drop_rate: float):
-        super().__init__()
+    def __init__(self, in_chans: int, num_classes: int, drop_rate: float, global_pool: str = "avg"):
+        super().__init__(in_chans, drop_rate)
         self.norm = LayerNorm2d(in_chans, eps=1e-6)
-        self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(in_chans, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset(num_classes, global_pool)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm(x.mean((2, 3), keepdim=True)).flatten(1)
-        return self.fc(self.drop(x))
+    def post_pool(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
 
 
 def make_head(in_chans: int, num_classes: int, drop_rate: float) -> nn.Module:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm, LayerNorm2d, Mlp
 from torch import nn
 
-from lkscale.blocks.common import ConvBN, trunc_normal_init
+from lkscale.blocks.common import ConvBN, PoolHead, trunc_normal_init
 from lkscale.ops import DWConv2d
 from lkscale.ops.dcnv3 import dcnv3_core
 from lkscale.spec import ArchSpec, StageSpec
@@ -140,19 +140,17 @@ def make_downsample(in_chans: int, out_chans: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(in_chans, out_chans, 3, 2, 1, bias=False), LayerNorm2d(out_chans, eps=LN_EPS))
 
 
-class InternImageHead(nn.Module):
+class InternImageHead(PoolHead):
     """1x1 conv-BN-GELU to ``int(C * 1.5)`` -> global average pool -> dropout -> fc."""
 
-    def __init__(self, in_chans: int, num_classes: int, drop_rate: float):
-        super().__init__()
+    def __init__(self, in_chans: int, num_classes: int, drop_rate: float, global_pool: str = "avg"):
         hidden = int(in_chans * CLS_SCALE)
+        super().__init__(hidden, drop_rate)
         self.conv_head = ConvBN(in_chans, hidden, 1, act=nn.GELU)
-        self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset(num_classes, global_pool)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_head(x).mean((2, 3))
-        return self.fc(self.drop(x))
+    def pre_pool(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_head(x)
 
 
 def make_head(in_chans: int, num_classes: int, drop_rate: float) -> nn.Module:

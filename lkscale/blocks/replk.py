@@ -13,7 +13,7 @@ import torch
 from timm.layers import DropPath
 from torch import nn
 
-from lkscale.blocks.common import ConvBN, ReparamDWConv, fold_bn_into_next_conv, fold_bn_into_next_linear
+from lkscale.blocks.common import ConvBN, PoolHead, ReparamDWConv, fold_bn_into_next_conv, fold_bn_into_next_linear
 from lkscale.spec import ArchSpec, StageSpec
 
 
@@ -81,21 +81,20 @@ def make_downsample(in_chans: int, out_chans: int) -> nn.Module:
     )
 
 
-class BNPoolHead(nn.Module):
+class BNPoolHead(PoolHead):
     """BN -> global average pool -> dropout -> fc; the BN folds into the fc in the deploy form."""
 
-    def __init__(self, in_chans: int, num_classes: int, drop_rate: float):
-        super().__init__()
+    def __init__(self, in_chans: int, num_classes: int, drop_rate: float, global_pool: str = "avg"):
+        super().__init__(in_chans, drop_rate)
         self.norm = nn.BatchNorm2d(in_chans)
-        self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(in_chans, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset(num_classes, global_pool)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(self.norm(x).mean((2, 3))))
+    def pre_pool(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
 
     def reparameterize(self) -> None:
         # BN then average pool == average pool then BN (per-channel affine), which folds into fc.
-        if isinstance(self.norm, nn.BatchNorm2d) and isinstance(self.fc, nn.Linear):
+        if isinstance(self.norm, nn.BatchNorm2d) and isinstance(self.fc, nn.Linear) and self.global_pool == "avg":
             self.fc = fold_bn_into_next_linear(self.norm, self.fc)
             self.norm = nn.Identity()
 

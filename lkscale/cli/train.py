@@ -66,24 +66,21 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def save_model(model, spec, out_dir: str, splits=None, extra: dict | None = None) -> list[str]:
-    """``model.safetensors`` (weights; classes and normalisation in its metadata) and ``spec.yaml``."""
-    from pathlib import Path
+    """``model.safetensors`` (weights; spec, class count, classes and normalisation in its metadata, see
+    ``lkscale.weights``) and ``spec.yaml``: a folder ``lkscale.load`` rebuilds."""
+    import os
 
-    from safetensors.torch import save_file
+    from lkscale.weights import save_weights
 
-    d = Path(out_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    meta = {"spec_name": spec.name, "format": "lkscale"}
+    os.makedirs(out_dir, exist_ok=True)
+    wpath, spath = os.path.join(out_dir, "model.safetensors"), os.path.join(out_dir, "spec.yaml")
+    data = {}
     if splits is not None:
-        meta.update(classes=json.dumps(splits.classes), mean=json.dumps([float(v) for v in splits.mean]),
-                    std=json.dumps([float(v) for v in splits.std]), input_size=str(splits.input_size),
-                    in_chans=str(splits.in_chans))
-    for k, v in (extra or {}).items():
-        meta[k] = str(v)
-    save_file(tensors, str(d / "model.safetensors"), metadata=meta)
-    (d / "spec.yaml").write_text(spec.to_yaml())
-    return [str(d / "model.safetensors"), str(d / "spec.yaml")]
+        data = dict(classes=list(splits.classes), mean=[float(v) for v in splits.mean],
+                    std=[float(v) for v in splits.std], input_size=splits.input_size)
+    save_weights(wpath, model, spec, num_classes=model.num_classes, in_chans=model.in_chans, extra=extra, **data)
+    spec.save(spath)
+    return [wpath, spath]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         out.update(test_loss=test[0], test_acc=test[1], test_images=len(splits.test))
     if args.save and res.status == "ok":
         out["saved"] = save_model(res.model, spec, args.save, splits,
-                                  extra={"val_acc": f"{res.val_acc:.6f}", "epochs": res.epochs_done})
+                                  extra={"val_acc": res.val_acc, "epochs": res.epochs_done})
     if args.json:
         print(json.dumps(out, indent=2))
     if res.status != "ok":

@@ -1,0 +1,228 @@
+"""Export one trial (or a run's winners) into a folder: spec, train/deploy weights, ONNX, card, timm config.
+
+``export_winners(run_dir, out, top=N | pareto=True, retrain_epochs=0)`` writes one folder per winner,
+named after the architecture (``ArchSpec.name``), under ``out``:
+
+- ``spec.yaml``: the architecture (``lkscale.ArchSpec.load`` / ``lkscale.build_model`` rebuild it);
+- ``model.safetensors``: train-form weights (the proxy-trained ones, or retrained from scratch for
+  ``retrain_epochs`` epochs with the study's proxy settings, then scored on the test split);
+- ``deploy.safetensors``: the re-parameterised (deploy) form, BNs folded and branches merged;
+- ``model.onnx``: the deploy form, dynamic batch, checked against PyTorch with onnxruntime (CPU);
+- ``config.json``: a timm-style config (``timm.create_model("local-dir:<folder>")`` reads it);
+- ``export.json`` (everything below, machine-readable) and ``card.md`` (the model card).
+
+Weights go through ``lkscale.weights`` (safetensors, one metadata schema; never pickle). Names and paths
+that come from a results folder are validated: a winner folder must resolve inside ``out`` and a
+weights file inside the run's ``weights/``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+from typing import Any, Callable
+
+import torch
+
+from lkscale.config import DataConfig, TrainConfig
+from lkscale.data import load_splits
+from lkscale.export.card import model_card
+from lkscale.export.onnx import export_onnx, seeded_input
+from lkscale.export.safety import ExportCheckError, ExportError, check_name, safe_child
+from lkscale.export.select import select_winners
+from lkscale.export.timm_cfg import timm_config, timm_name
+from lkscale.model import build_model
+from lkscale.reparam import reparameterize
+from lkscale.report import load_run
+from lkscale.spec import ArchSpec, SpecError
+from lkscale.train import evaluate, train_model
+from lkscale.weights import WeightsError, WeightsMeta, read_weights, save_weights
+
+log = logging.getLogger(__name__)
+
+FORMAT = "lkscale-export/1"
+
+
+def _study_input_size(run) -> int:
+    b, d = run.study.get("budgets") or {}, run.study.get("data") or {}
+    return int(b.get("latency_input_size") or d.get("input_size") or 32)
+
+
+def _data_config(run, test: bool) -> DataConfig:
+    d, p = run.study.get("data") or {}, run.study.get("proxy") or {}
+    return DataConfig(dataset=d.get("dataset", "imagefolder"), root=d.get("root"),
+                      train_per_class=d.get("train_per_class"), val_per_class=d.get("val_per_class", 100),
+                      test_per_class=d.get("test_per_class") if test else 0, input_size=d.get("input_size", 32),
+                      seed=int(p.get("seed", 0)), augment=bool(d.get("augment", True)))
+
+
+def _retrain(run, spec: ArchSpec, epochs: int, say: Callable[[str], None]) -> tuple[torch.nn.Module, Any, dict]:
+    p = run.study.get("proxy") or {}
+    splits = load_splits(_data_config(run, test=True))
+    model = build_model(spec, num_classes=splits.num_classes, in_chans=splits.in_chans)
+    cfg = TrainConfig(epochs=epochs, batch_size=int(p.get("batch_size", 128)), lr=float(p.get("lr", 2e-3)),
+                      weight_decay=float(p.get("weight_decay", 0.05)), warmup_epochs=float(p.get("warmup_epochs", 0.5)),
+                      label_smoothing=float(p.get("label_smoothing", 0.1)), clip_grad=p.get("clip_grad") or None,
+                      seed=int(p.get("seed", 0)), augment=bool((run.study.get("data") or {}).get("augment", True)))
+    say(f"retraining {spec.name} from scratch for {epochs} epochs on {len(splits.train)} images")
+    result = train_model(model, splits, cfg, callback=lambda m: say(
+        f"  epoch {m['epoch']}: val acc {m['val_acc']:.3f}") and None)
+    if result.status == "nan":
+        raise ExportCheckError(f"retraining {spec.name} diverged: {result.message or 'loss became NaN/inf'}")
+    metrics: dict[str, Any] = {"retrain_epochs": epochs, "retrain_val_acc": float(result.val_acc),
+                               "retrain_seconds": float(result.seconds), "retrain_train_images": len(splits.train)}
+    if splits.test is not None and len(splits.test):
+        _loss, acc = evaluate(model, splits.test, cfg.eval_batch_size)
+        metrics.update(test_acc=float(acc), test_images=len(splits.test))
+    else:
+        metrics.update(test_acc=None, test_images=0)
+    model.eval()
+    return model, splits, metrics
+
+
+def _normalisation(run, meta: WeightsMeta | None, splits) -> dict:
+    if splits is not None:
+        return {"mean": [float(v) for v in splits.mean], "std": [float(v) for v in splits.std], "source": "training subset"}
+    if meta is not None and meta.mean and meta.std:
+        return {"mean": list(meta.mean), "std": list(meta.std), "source": "weights metadata"}
+    try:  # the run's weights predate mean/std in the metadata: recompute them from the same seeded subset
+        sp = load_splits(_data_config(run, test=False))
+        return {"mean": [float(v) for v in sp.mean], "std": [float(v) for v in sp.std],
+                "source": "recomputed from the study's training subset"}
+    except Exception as e:  # noqa: BLE001 - the card says it is unknown
+        log.warning("could not recompute the input normalisation: %s", e)
+        return {"mean": None, "std": None, "source": f"unknown ({type(e).__name__}: {e})"}
+
+
+def _effective_kernels(model, input_size: int, in_chans: int) -> list[dict]:
+    try:
+        from lkscale.cost import effective_kernels
+    except ImportError:
+        return []
+    try:
+        return [{"stage": s.index, "block": s.block, "map": list(s.map_hw), "kernel": s.kernel,
+                 "effective_kernel": list(s.effective_kernel), "dead_params": s.dead_params, "dw_params": s.dw_params}
+                for s in effective_kernels(model, input_size, in_chans)]
+    except Exception as e:  # noqa: BLE001
+        log.warning("effective kernels not computed: %s", e)
+        return []
+
+
+def _count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _proxy_model(run, trial, spec: ArchSpec, name: str) -> tuple[torch.nn.Module, WeightsMeta]:
+    """The trial's proxy-trained model from the run's ``weights/<name>.safetensors``."""
+    wpath = safe_child(os.path.join(run.path, "weights"), f"{name}.safetensors", "weights file")
+    if not os.path.isfile(wpath):
+        raise ExportError(f"trial {name}: no proxy weights at {wpath}; pass --retrain-epochs N to train it")
+    try:
+        state, meta = read_weights(wpath)
+    except WeightsError as e:
+        raise ExportError(str(e)) from None
+    if meta.spec is not None and meta.spec.name != name:
+        raise ExportError(f"{wpath}: holds weights of {meta.spec.name}, not {name}")
+    model = build_model(spec, num_classes=meta.num_classes, in_chans=meta.in_chans)
+    model.load_state_dict(state, strict=True)
+    return model.eval(), meta
+
+
+def export_trial(run, trial, out: str, retrain_epochs: int = 0, onnx: bool = True,
+                 progress: Callable[[str], None] | None = None) -> str:
+    """Export one complete trial of ``run`` into ``out/<name>``; returns the folder."""
+    from lkscale import __version__
+
+    say = progress or (lambda m: log.info(m))
+    name = check_name(trial.name, "trial name")
+    try:
+        spec = ArchSpec.from_json(trial.row.get("spec") or "")
+    except SpecError as e:
+        raise ExportError(f"trial {name}: its spec does not parse ({e})") from None
+    if spec.name != name:
+        raise ExportError(f"trial {name}: name does not match its spec (spec name {spec.name})")
+    dest = safe_child(out, name, "winner name")
+    input_size = _study_input_size(run)
+    meta = None
+    splits = None
+    metrics: dict[str, Any] = {"val_acc": trial.get("val_acc"), "val_acc_epochs": trial.get("val_acc_epochs"),
+                               "proxy_epochs": trial.get("epochs_done")}
+    if retrain_epochs:
+        model, splits, extra = _retrain(run, spec, int(retrain_epochs), say)
+        metrics.update(extra)
+        num_classes, in_chans, classes = splits.num_classes, splits.in_chans, list(splits.classes)
+        weights_source = f"retrained from scratch for {retrain_epochs} epochs"
+    else:
+        model, meta = _proxy_model(run, trial, spec, name)
+        num_classes, in_chans = meta.num_classes, meta.in_chans
+        classes = list(meta.classes) if meta.classes is not None else None
+        weights_source = f"proxy-trained in the search ({trial.get('epochs_done')} epochs)"
+    norm = _normalisation(run, meta, splits)
+    deployed = reparameterize(model)
+    x = seeded_input(2, in_chans, input_size)
+    with torch.inference_mode():
+        deploy_diff = float((model(x) - deployed(x)).abs().max())
+
+    tmp = os.path.join(os.path.realpath(out), f".tmp-{name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        common = dict(num_classes=num_classes, in_chans=in_chans, input_size=input_size, classes=classes,
+                      mean=norm["mean"], std=norm["std"], extra={"lkscale_version": __version__})
+        spec.save(os.path.join(tmp, "spec.yaml"))
+        save_weights(os.path.join(tmp, "model.safetensors"), model, spec, form="train", **common)
+        save_weights(os.path.join(tmp, "deploy.safetensors"), deployed, spec, form="deploy", **common)
+        onnx_info = None
+        if onnx:
+            say(f"exporting {name} to ONNX")
+            onnx_info = export_onnx(deployed, os.path.join(tmp, "model.onnx"), input_size, in_chans)
+        record = {
+            "format": FORMAT, "name": name, "timm_name": timm_name(name), "spec": spec.to_dict(),
+            "num_classes": num_classes, "in_chans": in_chans, "input_size": input_size, "classes": classes,
+            "normalisation": norm, "weights": weights_source, "metrics": metrics,
+            "costs": {"params": _count(model), "deploy_params": _count(deployed), "flops": trial.get("flops"),
+                      "latency_ms": trial.get("latency_ms"),
+                      "latency_setting": {k: (run.study.get("budgets") or {}).get(k) for k in
+                                          ("latency_batch_size", "latency_input_size", "latency_threads")},
+                      "params_search": trial.get("params"), "deploy_params_search": trial.get("deploy_params")},
+            "effective_kernels": _effective_kernels(model, input_size, in_chans),
+            "checks": {"deploy_vs_train_max_abs_diff": deploy_diff, "onnx": onnx_info},
+            "provenance": {"study": run.name, "run_dir": run.path, "trial_id": trial.get("trial_id"),
+                           "trial_number": trial.get("number"), "seed": trial.get("seed"),
+                           "proxy_seed": (run.study.get("proxy") or {}).get("seed"),
+                           "lkscale_version": __version__, "torch_version": torch.__version__,
+                           "exported_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
+        }
+        with open(os.path.join(tmp, "export.json"), "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=2)
+        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(timm_config(record), f, indent=2)
+        with open(os.path.join(tmp, "card.md"), "w", encoding="utf-8") as f:
+            f.write(model_card(record))
+        if os.path.isdir(dest):
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    say(f"exported {name} -> {dest}")
+    return dest
+
+
+def export_winners(run_dir: str, out: str, top: int | None = None, pareto: bool = False, retrain_epochs: int = 0,
+                   onnx: bool = True, progress: Callable[[str], None] | None = None) -> list[str]:
+    """Export the run's winners (``top`` by accuracy, or the accuracy/latency ``pareto`` front) into ``out``."""
+    if not isinstance(retrain_epochs, int) or isinstance(retrain_epochs, bool) or retrain_epochs < 0:
+        raise ExportError(f"--retrain-epochs must be an integer >= 0, got {retrain_epochs!r}")
+    run = load_run(run_dir)
+    winners = select_winners(run, top=top, pareto=pareto)
+    os.makedirs(out, exist_ok=True)
+    say = progress or (lambda m: log.info(m))
+    say(f"exporting {len(winners)} winner(s) of {run.name} to {os.path.realpath(out)}")
+    paths = [export_trial(run, t, out, retrain_epochs=retrain_epochs, onnx=onnx, progress=say) for t in winners]
+    index = [{"name": os.path.basename(p), "folder": p, "timm_name": timm_name(os.path.basename(p))} for p in paths]
+    with open(os.path.join(out, "exports.json"), "w", encoding="utf-8") as f:
+        json.dump({"study": run.name, "run_dir": run.path, "selection": "pareto" if pareto else f"top {top}",
+                   "retrain_epochs": retrain_epochs, "exports": index}, f, indent=2)
+    return paths
