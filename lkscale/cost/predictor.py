@@ -4,13 +4,16 @@ Calibration (on the target device, about a minute for a study's space): every di
 deploy forms the space produces -- the stem, each stage's stride-2 transition and one block at its
 (family, width, kernel, map size, FFN ratio, DCN groups) shape, the head -- is exported and timed on
 its own with the interleaved protocol (``latency.run_protocol``). Then a few whole networks are
-timed as well: ``fit`` of them give a per-network overhead and scale (least squares of measured on
-the sum of parts: runtime call overhead, cache effects between parts), the others are held out and
-give the predictor's error (mean absolute percentage error, ``LatencyTable.error_pct``).
+timed as well: ``fit`` of them give the per-network overhead (measured minus the sum of parts: runtime
+call overhead per part, work fused across part boundaries), one per network skeleton (stem, transition
+and head families, block families, number of stages; measured here: constant within a family to
+about +-0.01 ms in onnxruntime and +-0.15 ms in eager torch, but 0.27 / 0.9 ms apart between RepLK
+and ConvNeXt); the others are held out and give the predictor's error (mean absolute percentage
+error, ``LatencyTable.error_pct``).
 
-``predict(spec, table)`` = overhead + scale * sum(part latency * count). A block whose kernel is not
-in the table is interpolated (linearly in kernel area) from the same block at other kernels; any
-other missing part is an error that names it.
+``predict(spec, table)`` = overhead of its skeleton + sum(part latency * count). A block whose kernel
+is not in the table is interpolated (linearly in kernel area) from the same block at other kernels; any
+other missing part is an error that names it; a skeleton with no fitted overhead gets the mean one.
 """
 from __future__ import annotations
 
@@ -44,8 +47,8 @@ class LatencyTable:
     in_chans: int
     num_classes: int
     parts: dict  # part key -> {"median_ms", "ci_low_ms", "ci_high_ms", "cv", "noisy"}
-    overhead_ms: float = 0.0  # per network
-    scale: float = 1.0
+    overhead_ms: float = 0.0  # per network: the mean over fitted skeletons (for a skeleton not fitted)
+    overheads: dict = field(default_factory=dict)  # skeleton -> per-network overhead (ms)
     error_pct: float | None = None  # MAPE on held-out whole networks
     holdout: list = field(default_factory=list)  # [{"name", "measured_ms", "predicted_ms"}]
     fit: list = field(default_factory=list)  # same, for the networks the overhead was fitted on
@@ -86,6 +89,12 @@ def _block_group(st, h: int, spec: ArchSpec) -> str:
             f"ls{int(bool(spec.layer_scale))}")
 
 
+def skeleton(spec: ArchSpec) -> str:
+    """What the per-network overhead depends on: stem/transition/head families, block families, stages."""
+    return (f"stem {spec.stem.family} down {spec.downsample} head {spec.head} "
+            f"blocks {'+'.join(sorted(set(spec.blocks)))} stages {len(spec.stages)}")
+
+
 def network_parts(spec: ArchSpec, input_size: int, num_classes: int = 10, in_chans: int = 3) -> list[tuple[str, int]]:
     """[(part key, how many times it runs)] for the deploy form of ``spec`` on one input size."""
     maps = map_sizes(spec.stem.stride, len(spec.stages), input_size)
@@ -113,8 +122,11 @@ def part_modules(spec: ArchSpec, input_size: int, num_classes: int = 10,
         mods.append(stage.blocks[0])
     mods.append(model.head)
     shapes: dict[int, tuple] = {}
-    hooks = [m.register_forward_pre_hook(lambda mod, args: shapes.setdefault(id(mod), tuple(args[0].shape[1:])))
-             for m in mods]
+
+    def record(mod, args) -> None:  # a pre-hook that returned a value would replace the input
+        shapes.setdefault(id(mod), tuple(args[0].shape[1:]))
+
+    hooks = [m.register_forward_pre_hook(record) for m in mods]
     try:
         with torch.no_grad():
             model(torch.zeros(1, in_chans, input_size, input_size))
@@ -157,14 +169,17 @@ def predict(spec: ArchSpec, table: LatencyTable) -> LatencyResult:
             tot[f] += count * e[f]
         var += (count * e["cv"] * e["median_ms"]) ** 2
         noisy |= bool(e["noisy"])
-    med = table.overhead_ms + table.scale * tot["median_ms"]
+    sk = skeleton(spec)
+    over = table.overheads.get(sk, table.overhead_ms)
+    med = over + tot["median_ms"]
     note = f"per-block table from {table.host.get('hostname', '?')} ({table.created})"
     if interp:
         note += f"; {interp} block(s) interpolated in kernel area"
+    if sk not in table.overheads:
+        note += "; no fitted overhead for this skeleton (mean used)"
     return LatencyResult(
         runtime=table.runtime, batch_size=table.batch_size, threads=table.threads, input_size=table.input_size,
-        median_ms=med, ci_low_ms=table.overhead_ms + table.scale * tot["ci_low_ms"],
-        ci_high_ms=table.overhead_ms + table.scale * tot["ci_high_ms"],
+        median_ms=med, ci_low_ms=over + tot["ci_low_ms"], ci_high_ms=over + tot["ci_high_ms"],
         cv=float(np.sqrt(var)) / max(tot["median_ms"], 1e-12), rounds=0, noisy=noisy,
         throughput_ips=table.batch_size / (med / 1e3) if med > 0 else float("inf"), source="predicted",
         error_pct=table.error_pct, note=note)
@@ -228,23 +243,44 @@ def calibrate(space_specs: list[ArchSpec], cfg: LatencyConfig, input_size: int |
     table = LatencyTable(cfg.runtime, cfg.batch_size, cfg.threads, size, in_chans, num_classes, parts,
                          host=host_info(), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     nets = whole_networks(space_specs, size, num_classes, in_chans)
-    names = sorted(nets)
-    random.Random(seed).shuffle(names)
-    chosen = names[:fit + holdout]
+    by_name = {s.without_reparam().name: s.without_reparam() for s in space_specs}
+    chosen = split_fit(list(nets), {n: skeleton(by_name[n]) for n in nets}, fit, holdout, seed)
     say(f"timing {len(chosen)} whole networks ({min(fit, len(chosen))} to fit the overhead, the rest held out)")
     measured = _measure({n: nets[n] for n in chosen}, cfg, say)
-    by_name = {s.without_reparam().name: s.without_reparam() for s in space_specs}
     return fit_table(table, {n: by_name[n] for n in chosen}, {n: measured[n].median_ms for n in chosen}, fit)
 
 
+def split_fit(names: list[str], skeletons: dict[str, str], fit: int, holdout: int, seed: int = 0) -> list[str]:
+    """``fit`` names taken round-robin over skeletons (shuffled), then up to ``holdout`` others."""
+    rng = random.Random(seed)
+    pools: dict[str, list] = {}
+    for n in sorted(names):
+        pools.setdefault(skeletons[n], []).append(n)
+    for p in pools.values():
+        rng.shuffle(p)
+    order = []
+    while any(pools.values()):
+        for k in sorted(pools):
+            if pools[k]:
+                order.append(pools[k].pop())
+    first, rest = order[:fit], order[fit:]
+    rng.shuffle(rest)
+    return first + rest[:holdout]
+
+
 def fit_table(table: LatencyTable, specs: dict[str, ArchSpec], measured_ms: dict[str, float], fit: int) -> LatencyTable:
-    """Fit the per-network overhead on the first ``fit`` of ``specs``; the MAPE on the rest."""
+    """Fit the per-skeleton overhead on the first ``fit`` of ``specs``; the MAPE on the rest."""
     names = list(specs)
     fit_names, held = names[:fit], names[fit:]
-    raw = {n: predict(specs[n], dataclasses.replace(table, overhead_ms=0.0, scale=1.0)).median_ms for n in names}
-    table.overhead_ms, table.scale = fit_linear([raw[n] for n in fit_names], [measured_ms[n] for n in fit_names])
-    rows = {n: {"name": n, "measured_ms": measured_ms[n],
-                "predicted_ms": table.overhead_ms + table.scale * raw[n]} for n in names}
+    bare = dataclasses.replace(table, overhead_ms=0.0, overheads={})
+    raw = {n: predict(specs[n], bare).median_ms for n in names}
+    diffs: dict[str, list] = {}
+    for n in fit_names:
+        diffs.setdefault(skeleton(specs[n]), []).append(measured_ms[n] - raw[n])
+    table.overheads = {k: float(np.median(v)) for k, v in diffs.items()}
+    table.overhead_ms = float(np.mean(list(table.overheads.values()))) if diffs else 0.0
+    rows = {n: {"name": n, "measured_ms": measured_ms[n], "predicted_ms": predict(specs[n], table).median_ms}
+            for n in names}
     table.fit = [rows[n] for n in fit_names]
     table.holdout = [rows[n] for n in held]
     if held:
@@ -252,5 +288,5 @@ def fit_table(table: LatencyTable, specs: dict[str, ArchSpec], measured_ms: dict
     return table
 
 
-__all__ = ["LatencyTable", "calibrate", "predict", "network_parts", "part_modules", "whole_networks", "fit_table",
+__all__ = ["LatencyTable", "calibrate", "predict", "network_parts", "skeleton", "split_fit", "part_modules", "whole_networks", "fit_table",
            "fit_linear", "mape", "host_info"]
