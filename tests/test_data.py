@@ -137,7 +137,7 @@ def test_default_root_env_and_message(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="LKSCALE_DATA"):
         default_data_root()
     monkeypatch.delenv("LKSCALE_DATA")
-    import lkscale.data as d
+    import lkscale.data.locate as d
 
     monkeypatch.setattr(d, "_default_candidates", lambda: [tmp_path / "a" / d.DEFAULT_ARCHIVE])
     with pytest.raises(DataError, match="cifar10-jpg.tar.gz"):
@@ -145,13 +145,13 @@ def test_default_root_env_and_message(tmp_path, monkeypatch):
 
 
 def test_cache_reused_and_invalidated_when_source_changes(tmp_path, monkeypatch):
-    import lkscale.data as d
+    import lkscale.data.imagefolder as d
 
     root = _write_folder(tmp_path / "ds")
     arc = _tar(root, tmp_path / "ds.tar.gz")
     calls = []
-    real = d._decode_imagefolder
-    monkeypatch.setattr(d, "_decode_imagefolder", lambda r: calls.append(r) or real(r))
+    real = d.decode
+    monkeypatch.setattr(d, "decode", lambda r: calls.append(r) or real(r))
     cfg = _cfg(arc, tmp_path)
     a1, _ = load_arrays(cfg)
     a2, _ = load_arrays(cfg)
@@ -295,7 +295,7 @@ def test_cifar10_python_batches(tmp_path):
     s = load_splits(cfg)
     assert (len(s.train), len(s.val), len(s.test)) == (30, 10, 10)
     # never downloads unless asked: a missing folder is an error naming the remedy
-    with pytest.raises(DataError, match="download=True"):
+    with pytest.raises(DataError, match="--download .study file: data.download: true"):
         load_arrays(DataConfig(dataset="cifar10", root=str(tmp_path / "empty"), cache_dir=str(tmp_path / "c")))
     (d / "data_batch_2").write_bytes(b"garbage")
     with pytest.raises(DataError, match="not a CIFAR-10 python batch"):
