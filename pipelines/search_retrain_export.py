@@ -38,12 +38,19 @@ from typing import Callable
 log = logging.getLogger("lkscale.pipeline")
 
 
+def _node_id() -> str:
+    """The Ray node this task runs on (12 characters), as the search's trial rows name it."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()[:12]
+
+
 def _retrain_export(run, trial, out_name: str, epochs: int, onnx: bool, stage: dict | None, threads: int) -> dict:
     """Ray task body: retrain one winner from scratch and export it; returns the folder as tar bytes."""
     import torch
 
     from lkscale.export import export_trial
-    from lkscale.search import _node_id, node_data
+    from lkscale.search import node_data
 
     torch.set_num_threads(max(1, threads))  # Ray sets OMP_NUM_THREADS=1 in workers
     run.study["data"] = node_data(dict(run.study.get("data") or {}), stage)

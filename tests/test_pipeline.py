@@ -48,18 +48,19 @@ def test_search_retrain_export_pipeline(tmp_path, shared_cifar):
     assert [e["name"] for e in index["exports"]] == [best["name"]] and index["retrain_epochs"] == 1
 
     # the exported weights are the retrained ones, not the proxy weights of the search
-    from safetensors.torch import load_file
+    from lkscale.weights import read_weights
 
-    proxy = load_file(str(run_dir / "weights" / f"{best['name']}.safetensors"))
-    retrained = load_file(str(folder / "model.safetensors"))
+    proxy, proxy_meta = read_weights(str(run_dir / "weights" / f"{best['name']}.safetensors"))
+    retrained, meta_w = read_weights(str(folder / "model.safetensors"))
+    assert proxy_meta.spec == meta_w.spec and meta_w.num_classes == 10 and meta_w.form == "train"
     assert proxy.keys() == retrained.keys()
     assert any(not torch.equal(proxy[k], retrained[k]) for k in proxy if proxy[k].is_floating_point())
 
     # the export loads back; train and deploy (re-parameterised) forms agree
-    import lkscale.export
+    import lkscale
 
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    train_form, deploy_form = lkscale.export.load(str(folder)), lkscale.export.load(str(folder), deploy=True)
+    train_form, deploy_form = lkscale.load(str(folder)), lkscale.load(str(folder), deploy=True)
     with torch.inference_mode():
         a, b = train_form(x), deploy_form(x)
     assert a.shape == (2, 10)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from lkscale.export.safety import ExportError
-from lkscale.report import front_of
+from lkscale.rundir import front_of
 
 
 def select_winners(run, top: int | None = None, pareto: bool = False) -> list:

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import torch
 
+from lkscale import __version__
 from lkscale.config import DataConfig, TrainConfig
 from lkscale.data import load_splits
 from lkscale.export.card import model_card
@@ -35,7 +36,7 @@ from lkscale.export.select import select_winners
 from lkscale.export.timm_cfg import timm_config, timm_name
 from lkscale.model import build_model
 from lkscale.reparam import reparameterize
-from lkscale.report import load_run
+from lkscale.rundir import RunDir, load_run
 from lkscale.spec import ArchSpec, SpecError
 from lkscale.train import evaluate, train_model
 from lkscale.weights import WeightsError, WeightsMeta, read_weights, save_weights
@@ -116,7 +117,7 @@ def _count(model) -> int:
 
 def _proxy_model(run, trial, spec: ArchSpec, name: str) -> tuple[torch.nn.Module, WeightsMeta]:
     """The trial's proxy-trained model from the run's ``weights/<name>.safetensors``."""
-    wpath = safe_child(os.path.join(run.path, "weights"), f"{name}.safetensors", "weights file")
+    wpath = safe_child(RunDir(run.path).weights_dir, f"{name}.safetensors", "weights file")
     if not os.path.isfile(wpath):
         raise ExportError(f"trial {name}: no proxy weights at {wpath}; pass --retrain-epochs N to train it")
     try:
@@ -130,12 +131,7 @@ def _proxy_model(run, trial, spec: ArchSpec, name: str) -> tuple[torch.nn.Module
     return model.eval(), meta
 
 
-def export_trial(run, trial, out: str, retrain_epochs: int = 0, onnx: bool = True,
-                 progress: Callable[[str], None] | None = None) -> str:
-    """Export one complete trial of ``run`` into ``out/<name>``; returns the folder."""
-    from lkscale import __version__
-
-    say = progress or (lambda m: log.info(m))
+def _trial_spec(trial) -> tuple[str, ArchSpec]:
     name = check_name(trial.name, "trial name")
     try:
         spec = ArchSpec.from_json(trial.row.get("spec") or "")
@@ -143,10 +139,57 @@ def export_trial(run, trial, out: str, retrain_epochs: int = 0, onnx: bool = Tru
         raise ExportError(f"trial {name}: its spec does not parse ({e})") from None
     if spec.name != name:
         raise ExportError(f"trial {name}: name does not match its spec (spec name {spec.name})")
+    return name, spec
+
+
+def _record(run, trial, spec: ArchSpec, model, deployed, data: dict, norm: dict, weights_source: str,
+            metrics: dict, deploy_diff: float) -> dict:
+    """``export.json`` (without the ONNX check, added once it ran)."""
+    budgets = run.study.get("budgets") or {}
+    return {
+        "format": FORMAT, "name": spec.name, "timm_name": timm_name(spec.name), "spec": spec.to_dict(), **data,
+        "normalisation": norm, "weights": weights_source, "metrics": metrics,
+        "costs": {"params": _count(model), "deploy_params": _count(deployed), "flops": trial.get("flops"),
+                  "latency_ms": trial.get("latency_ms"),
+                  "latency_setting": {k: budgets.get(k) for k in
+                                      ("latency_batch_size", "latency_input_size", "latency_threads")},
+                  "params_search": trial.get("params"), "deploy_params_search": trial.get("deploy_params")},
+        "effective_kernels": _effective_kernels(model, data["input_size"], data["in_chans"]),
+        "checks": {"deploy_vs_train_max_abs_diff": deploy_diff, "onnx": None},
+        "provenance": {"study": run.name, "run_dir": run.path, "trial_id": trial.get("trial_id"),
+                       "trial_number": trial.get("number"), "seed": trial.get("seed"),
+                       "proxy_seed": (run.study.get("proxy") or {}).get("seed"),
+                       "lkscale_version": __version__, "torch_version": torch.__version__,
+                       "exported_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
+    }
+
+
+def _write_folder(folder: str, spec: ArchSpec, model, deployed, record: dict, onnx: bool,
+                  say: Callable[[str], None]) -> None:
+    n = record["normalisation"]
+    common = dict(num_classes=record["num_classes"], in_chans=record["in_chans"], input_size=record["input_size"],
+                  classes=record["classes"], mean=n["mean"], std=n["std"], extra={"lkscale_version": __version__})
+    spec.save(os.path.join(folder, "spec.yaml"))
+    save_weights(os.path.join(folder, "model.safetensors"), model, spec, form="train", **common)
+    save_weights(os.path.join(folder, "deploy.safetensors"), deployed, spec, form="deploy", **common)
+    if onnx:
+        say(f"exporting {spec.name} to ONNX")
+        record["checks"]["onnx"] = export_onnx(deployed, os.path.join(folder, "model.onnx"), record["input_size"],
+                                               record["in_chans"])
+    for fname, text in (("export.json", json.dumps(record, indent=2)),
+                        ("config.json", json.dumps(timm_config(record), indent=2)), ("card.md", model_card(record))):
+        with open(os.path.join(folder, fname), "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def export_trial(run, trial, out: str, retrain_epochs: int = 0, onnx: bool = True,
+                 progress: Callable[[str], None] | None = None) -> str:
+    """Export one complete trial of ``run`` into ``out/<name>``; returns the folder."""
+    say = progress or (lambda m: log.info(m))
+    name, spec = _trial_spec(trial)
     dest = safe_child(out, name, "winner name")
     input_size = _study_input_size(run)
-    meta = None
-    splits = None
+    meta, splits = None, None
     metrics: dict[str, Any] = {"val_acc": trial.get("val_acc"), "val_acc_epochs": trial.get("val_acc_epochs"),
                                "proxy_epochs": trial.get("epochs_done")}
     if retrain_epochs:
@@ -159,48 +202,18 @@ def export_trial(run, trial, out: str, retrain_epochs: int = 0, onnx: bool = Tru
         num_classes, in_chans = meta.num_classes, meta.in_chans
         classes = list(meta.classes) if meta.classes is not None else None
         weights_source = f"proxy-trained in the search ({trial.get('epochs_done')} epochs)"
-    norm = _normalisation(run, meta, splits)
     deployed = reparameterize(model)
     x = seeded_input(2, in_chans, input_size)
     with torch.inference_mode():
         deploy_diff = float((model(x) - deployed(x)).abs().max())
-
+    data = {"num_classes": num_classes, "in_chans": in_chans, "input_size": input_size, "classes": classes}
+    record = _record(run, trial, spec, model, deployed, data, _normalisation(run, meta, splits), weights_source,
+                     metrics, deploy_diff)
     tmp = os.path.join(os.path.realpath(out), f".tmp-{name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
-        common = dict(num_classes=num_classes, in_chans=in_chans, input_size=input_size, classes=classes,
-                      mean=norm["mean"], std=norm["std"], extra={"lkscale_version": __version__})
-        spec.save(os.path.join(tmp, "spec.yaml"))
-        save_weights(os.path.join(tmp, "model.safetensors"), model, spec, form="train", **common)
-        save_weights(os.path.join(tmp, "deploy.safetensors"), deployed, spec, form="deploy", **common)
-        onnx_info = None
-        if onnx:
-            say(f"exporting {name} to ONNX")
-            onnx_info = export_onnx(deployed, os.path.join(tmp, "model.onnx"), input_size, in_chans)
-        record = {
-            "format": FORMAT, "name": name, "timm_name": timm_name(name), "spec": spec.to_dict(),
-            "num_classes": num_classes, "in_chans": in_chans, "input_size": input_size, "classes": classes,
-            "normalisation": norm, "weights": weights_source, "metrics": metrics,
-            "costs": {"params": _count(model), "deploy_params": _count(deployed), "flops": trial.get("flops"),
-                      "latency_ms": trial.get("latency_ms"),
-                      "latency_setting": {k: (run.study.get("budgets") or {}).get(k) for k in
-                                          ("latency_batch_size", "latency_input_size", "latency_threads")},
-                      "params_search": trial.get("params"), "deploy_params_search": trial.get("deploy_params")},
-            "effective_kernels": _effective_kernels(model, input_size, in_chans),
-            "checks": {"deploy_vs_train_max_abs_diff": deploy_diff, "onnx": onnx_info},
-            "provenance": {"study": run.name, "run_dir": run.path, "trial_id": trial.get("trial_id"),
-                           "trial_number": trial.get("number"), "seed": trial.get("seed"),
-                           "proxy_seed": (run.study.get("proxy") or {}).get("seed"),
-                           "lkscale_version": __version__, "torch_version": torch.__version__,
-                           "exported_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
-        }
-        with open(os.path.join(tmp, "export.json"), "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=2)
-        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(timm_config(record), f, indent=2)
-        with open(os.path.join(tmp, "card.md"), "w", encoding="utf-8") as f:
-            f.write(model_card(record))
+        _write_folder(tmp, spec, model, deployed, record, onnx, say)
         if os.path.isdir(dest):
             shutil.rmtree(dest)
         os.replace(tmp, dest)
