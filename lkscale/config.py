@@ -68,6 +68,7 @@ class TrainConfig:
     bn_recalibrate_batches: int = 10  # before each validation, recompute BN statistics on this many batches
     device: str = "auto"         # auto (the GPU Ray assigns, else CPU) | cpu | cuda | cuda:N
     precision: str = "fp32"      # fp32 | bf16 | fp16 (autocast; fp16 with a grad scaler)
+    fused_optimizer: bool = True # fused AdamW + foreach gradient clipping (False: the per-parameter loops of before)
 
     def validate(self) -> None:
         if not (self.epochs > 0):
@@ -156,7 +157,7 @@ RULES: dict[type, dict[str, dict]] = {
                   "lr": _R(kind="num", lo=0, strict=True), "weight_decay": _R(kind="num", lo=0),
                   "warmup_epochs": _R(kind="num", lo=0), "label_smoothing": _R(kind="num", lo=0),
                   "clip_grad": _R(kind="num", lo=0, optional=True), "seed": _R(kind="int", lo=0),
-                  "channels_last": _R(kind="bool"), "precision": _R(kind="str", allowed=("fp32", "bf16", "fp16"))},
+                  "channels_last": _R(kind="bool"), "fused_optimizer": _R(kind="bool"), "precision": _R(kind="str", allowed=("fp32", "bf16", "fp16"))},
     LatencyConfig: {"runtime": _R(kind="str", allowed=RUNTIMES), "batch_size": _R(kind="int", lo=1),
                     "threads": _R(kind="int", lo=1), "input_size": _R(kind="int", lo=8, optional=True),
                     "rounds": _R(kind="int", lo=2), "repeats": _R(kind="int", lo=1),

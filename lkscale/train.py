@@ -7,13 +7,21 @@
   which is how a search prunes a weak candidate.
 - A NaN/inf loss ends the run with status ``nan`` and a message; nothing raises.
 - Seeded: the same seed on one thread gives the same result bit for bit.
+- Devices: ``cfg.device`` (``auto``: the GPU Ray assigned to the trial, else the CPU; see
+  :func:`resolve_device`). The model and the decoded uint8 images move to the device once; batches are
+  gathered, augmented and normalised there. ``cfg.precision`` bf16/fp16 trains under autocast (fp16
+  with a gradient scaler, CUDA only). The trained model is handed back on the CPU.
+- ``cfg.fused_optimizer`` (default on): fused AdamW and foreach gradient clipping; off, the
+  per-parameter loops of before (measured on CPU: ``benchmarks/train_step.py``).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -40,6 +48,8 @@ class TrainResult:
     seconds: float = 0.0
     images_per_s: float = 0.0        # training images per second over the whole run
     message: str = ""
+    device: str = "cpu"              # where it trained (cpu, cuda:0, ...)
+    precision: str = "fp32"          # fp32 | bf16 | fp16
     model: nn.Module | None = None
 
     def summary(self) -> dict:
@@ -70,7 +80,81 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    """AdamW; fused (one kernel over all parameters, CPU and CUDA) when ``cfg.fused_optimizer``."""
+    kw = {"fused": True} if cfg.fused_optimizer else {"foreach": False}
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, **kw)
+
+
+# ------------------------------------------------------------------------------------------ devices
+def pick_device(name: str, cuda_available: bool, device_count: int, visible: str | None) -> str:
+    """The device a trial trains on, as a string (pure: tested without a GPU).
+
+    ``visible`` is ``$CUDA_VISIBLE_DEVICES``: Ray sets it to the GPUs it assigned to a trial (several
+    trials given a fraction of one GPU all see that GPU as ``cuda:0``) and to ``""`` for a trial with
+    none, so ``auto`` gives the first GPU the trial may use, else the CPU. Raises ValueError for a
+    device that is not there.
+    """
+    name = (name or "auto").strip().lower()
+    usable = device_count if cuda_available else 0
+    if visible is not None and not visible.strip():
+        usable = 0
+    if name == "cpu":
+        return "cpu"
+    if name == "auto":
+        return "cuda:0" if usable > 0 else "cpu"
+    if name == "cuda" or name.startswith("cuda:"):
+        idx = 0 if name == "cuda" else name[5:]
+        if not str(idx).isdigit():
+            raise ValueError(f"device {name!r}: expected cuda or cuda:N")
+        if usable == 0:
+            why = "CUDA_VISIBLE_DEVICES is empty" if visible is not None and not visible.strip() else (
+                "this torch build has no CUDA" if not cuda_available else "no GPU visible")
+            raise ValueError(f"device {name!r} asked for, but no CUDA device is usable here ({why}); use --device cpu")
+        if int(idx) >= usable:
+            raise ValueError(f"device {name!r}: only {usable} CUDA device(s) visible")
+        return f"cuda:{int(idx)}"
+    raise ValueError(f"device {name!r} unknown; allowed: auto, cpu, cuda, cuda:N")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` -> a torch.device, from what this process can see."""
+    avail = torch.cuda.is_available()
+    return torch.device(pick_device(name, avail, torch.cuda.device_count() if avail else 0,
+                                    os.environ.get("CUDA_VISIBLE_DEVICES")))
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Raise ValueError for a precision the device cannot train in."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision fp16 needs a CUDA device (it trains with a gradient scaler); use bf16 on CPU")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use fp16")
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"precision {precision!r} unknown; allowed: fp32, bf16, fp16")
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context for a precision (a no-op for fp32)."""
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def to_device(tensorset: TensorSet, device: torch.device) -> TensorSet:
+    """The same images (uint8), labels and normalisation on ``device`` (one copy; none when already there).
+
+    ``TensorSet.batches`` then gathers, augments and normalises on that device (the shuffling order is
+    drawn on the CPU generator, so a seed gives the same batches on every device)."""
+    if tensorset.x.device == device:
+        return tensorset
+    return dataclasses.replace(tensorset, x=tensorset.x.to(device), y=tensorset.y.to(device),
+                               mean=tensorset.mean.to(device), std=tensorset.std.to(device))
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 @contextmanager
@@ -89,18 +173,23 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, tensorset: TensorSet, batch_size: int = 500,
-             channels_last: bool = True) -> tuple[float, float]:
-    """Mean cross-entropy (no smoothing) and top-1 accuracy on a TensorSet; the model is left in eval mode."""
+             channels_last: bool = True, precision: str = "fp32") -> tuple[float, float]:
+    """Mean cross-entropy (no smoothing) and top-1 accuracy on a TensorSet, on the model's device;
+    the model is left in eval mode."""
     model.eval()
     n = len(tensorset)
     if n == 0:
         return float("nan"), float("nan")
-    loss_sum, correct = 0.0, 0
+    dev = _model_device(model)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    correct = torch.zeros((), dtype=torch.int64, device=dev)
     for xb, yb in tensorset.batches(batch_size, channels_last=channels_last):
-        out = model(xb)
-        loss_sum += float(F.cross_entropy(out.float(), yb, reduction="sum"))
-        correct += int((out.argmax(1) == yb).sum())
-    return loss_sum / n, correct / n
+        xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
+        with autocast(precision, dev):
+            out = model(xb)
+        loss_sum += F.cross_entropy(out.float(), yb, reduction="sum")
+        correct += (out.argmax(1) == yb).sum()
+    return float(loss_sum) / n, int(correct) / n
 
 
 def _finite(v: float) -> bool:
@@ -124,7 +213,7 @@ def train_model(model: nn.Module, splits: Splits, cfg: TrainConfig | None = None
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, tensorset: TensorSet, batches: int, batch_size: int,
-                   channels_last: bool = True, seed: int = 0) -> bool:
+                   channels_last: bool = True, seed: int = 0, precision: str = "fp32") -> bool:
     """Recompute BatchNorm running statistics with the current weights (a cumulative average over
     ``batches`` training batches, no augmentation). A short proxy run moves the features faster than
     BN's exponential running average (momentum 0.1) follows, so eval-mode outputs lag the trained
@@ -141,78 +230,133 @@ def recalibrate_bn(model: nn.Module, tensorset: TensorSet, batches: int, batch_s
     was_training = model.training
     model.train()
     gen = torch.Generator().manual_seed(seed)
+    dev = _model_device(model)
     for i, (xb, _) in enumerate(tensorset.batches(batch_size, shuffle=True, generator=gen, drop_last=True,
                                                   channels_last=channels_last)):
         if i >= batches:
             break
-        model(xb)
+        with autocast(precision, dev):
+            model(xb.to(dev, non_blocking=True))
     for m, mom in zip(bns, momenta):
         m.momentum = mom
     model.train(was_training)
     return True
 
 
-def _train(model, splits, cfg, callback, on_step) -> TrainResult:
+@dataclass
+class _Run:
+    """What one training run carries between epochs."""
+    cfg: TrainConfig
+    device: torch.device
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    scaler: Any                      # torch.amp.GradScaler for fp16, else None
+    gen: torch.Generator
+    total_steps: int
+    warmup_steps: int
+    step: int = 0
+
+
+def _prepare(model: nn.Module, splits: Splits, cfg: TrainConfig) -> tuple[_Run, Splits, int, int]:
+    """Device, model and data placement, optimiser; returns (run, splits on the device, batch, epochs)."""
+    device = resolve_device(cfg.device)
+    check_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    train = splits.train
-    n = len(train)
+    n = len(splits.train)
     if n == 0:
         raise ValueError("the training split is empty")
     bs = min(cfg.batch_size, n)
     steps_per_epoch = max(1, n // bs)
     total_steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
     warmup_steps = min(total_steps - 1, int(round(cfg.warmup_epochs * steps_per_epoch))) if cfg.warmup_epochs else 0
-    n_epochs = math.ceil(total_steps / steps_per_epoch)
-    augment = train.augment if cfg.augment is None else cfg.augment
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = make_optimizer(model, cfg)
-    res = TrainResult(status="ok", model=model)
+    if device.type != "cpu":  # decoded uint8 images live on the device; batches are made there
+        splits = dataclasses.replace(splits, train=to_device(splits.train, device), val=to_device(splits.val, device))
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+    run = _Run(cfg, device, model, make_optimizer(model, cfg), scaler, torch.Generator().manual_seed(cfg.seed),
+               total_steps, warmup_steps)
+    return run, splits, bs, math.ceil(total_steps / steps_per_epoch)
+
+
+def _optimizer_step(run: _Run, loss: torch.Tensor) -> float | None:
+    """Backward, clipping and the AdamW step; returns a non-finite gradient norm (divergence), else None.
+
+    With fp16 an overflowing step is the scaler's business (it skips the step and lowers the scale)."""
+    cfg, opt = run.cfg, run.opt
+    opt.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(opt)
+    else:
+        loss.backward()
+    if cfg.clip_grad:
+        gn = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad,
+                                            foreach=True if cfg.fused_optimizer else None)
+        if run.scaler is None and not _finite(float(gn)):
+            return float(gn)
+    if run.scaler is not None:
+        run.scaler.step(opt)
+        run.scaler.update()
+    else:
+        opt.step()
+    return None
+
+
+def _train_epoch(run: _Run, train: TensorSet, bs: int, augment: bool, epoch: int, res: TrainResult,
+                 on_step) -> tuple[float, int]:
+    """One epoch of optimiser steps; returns (loss sum, images). Sets res.status to 'nan' on divergence."""
+    cfg, model = run.cfg, run.model
+    model.train()
+    loss_sum, loss_n = 0.0, 0
+    for xb, yb in train.batches(bs, shuffle=True, augment=augment, generator=run.gen, drop_last=True,
+                                channels_last=cfg.channels_last):
+        if run.step >= run.total_steps:
+            break
+        lr = lr_at(run.step, run.total_steps, run.warmup_steps, cfg)
+        for g in run.opt.param_groups:
+            g["lr"] = lr
+        xb, yb = xb.to(run.device, non_blocking=True), yb.to(run.device, non_blocking=True)
+        with autocast(cfg.precision, run.device):
+            out = model(xb)
+        loss = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing)
+        lv = float(loss.detach())
+        where = f"at epoch {epoch + 1}, step {run.step + 1} (lr {lr:.3g}); lower the learning rate or check the model"
+        if not _finite(lv):
+            res.status, res.message = "nan", f"training diverged: loss is {lv} {where}"
+            break
+        gn = _optimizer_step(run, loss)
+        if gn is not None:
+            res.status, res.message = "nan", f"training diverged: gradient norm is {gn} {where}"
+            break
+        run.step += 1
+        loss_sum += lv * len(yb)
+        loss_n += len(yb)
+        if on_step is not None:
+            on_step(run.step, run.total_steps, lv)
+    return loss_sum, loss_n
+
+
+def _train(model, splits, cfg, callback, on_step) -> TrainResult:
+    run, splits, bs, n_epochs = _prepare(model, splits, cfg)
+    train = splits.train
+    augment = train.augment if cfg.augment is None else cfg.augment
+    res = TrainResult(status="ok", model=model, device=str(run.device), precision=cfg.precision)
     t_start = time.perf_counter()
-    train_seconds, images_seen, step = 0.0, 0, 0
+    train_seconds, images_seen = 0.0, 0
     for epoch in range(n_epochs):
         t0 = time.perf_counter()
-        model.train()
-        loss_sum, loss_n = 0.0, 0
-        for xb, yb in train.batches(bs, shuffle=True, augment=augment, generator=gen, drop_last=True,
-                                    channels_last=cfg.channels_last):
-            if step >= total_steps:
-                break
-            lr = lr_at(step, total_steps, warmup_steps, cfg)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            out = model(xb)
-            loss = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing)
-            lv = float(loss.detach())
-            if not _finite(lv):
-                res.status = "nan"
-                res.message = (f"training diverged: loss is {lv} at epoch {epoch + 1}, step {step + 1} "
-                               f"(lr {lr:.3g}); lower the learning rate or check the model")
-                break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_grad:
-                gn = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad))
-                if not _finite(gn):
-                    res.status = "nan"
-                    res.message = (f"training diverged: gradient norm is {gn} at epoch {epoch + 1}, step {step + 1} "
-                                   f"(lr {lr:.3g}); lower the learning rate or check the model")
-                    break
-            opt.step()
-            step += 1
-            loss_sum += lv * len(yb)
-            loss_n += len(yb)
-            if on_step is not None:
-                on_step(step, total_steps, lv)
+        loss_sum, loss_n = _train_epoch(run, train, bs, augment, epoch, res, on_step)
         t_train = time.perf_counter() - t0
         train_seconds += t_train
         images_seen += loss_n
         if res.status == "nan":
             break
         if cfg.bn_recalibrate_batches:
-            recalibrate_bn(model, train, cfg.bn_recalibrate_batches, bs, cfg.channels_last, cfg.seed + epoch)
-        val_loss, val_acc = evaluate(model, splits.val, cfg.eval_batch_size, cfg.channels_last)
+            recalibrate_bn(run.model, train, cfg.bn_recalibrate_batches, bs, cfg.channels_last, cfg.seed + epoch,
+                           cfg.precision)
+        val_loss, val_acc = evaluate(run.model, splits.val, cfg.eval_batch_size, cfg.channels_last, cfg.precision)
         if not _finite(val_loss):
             res.status = "nan"
             res.message = f"validation loss is {val_loss} after epoch {epoch + 1}; the weights have diverged"
@@ -224,8 +368,8 @@ def _train(model, splits, cfg, callback, on_step) -> TrainResult:
             "val_acc": val_acc,
             "epoch_seconds": time.perf_counter() - t0,
             "images_per_s": loss_n / t_train if t_train > 0 else 0.0,
-            "lr": lr_at(max(0, step - 1), total_steps, warmup_steps, cfg),
-            "step": step,
+            "lr": lr_at(max(0, run.step - 1), run.total_steps, run.warmup_steps, cfg),
+            "step": run.step,
         }
         res.history.append(metrics)
         res.val_acc, res.val_loss, res.epochs_done = val_acc, val_loss, epoch + 1
@@ -240,10 +384,13 @@ def _train(model, splits, cfg, callback, on_step) -> TrainResult:
                 break
     res.seconds = time.perf_counter() - t_start
     res.images_per_s = images_seen / train_seconds if train_seconds > 0 else 0.0
+    if run.device.type != "cpu":
+        run.model.to("cpu")  # in place: callers save, export and evaluate the model on the CPU
     if res.status == "nan":
         log.warning(res.message)
     return res
 
 
 __all__ = ["TrainConfig", "TrainResult", "STOP", "train_model", "evaluate", "lr_at", "make_optimizer",
-           "param_groups", "torch_threads"]
+           "param_groups", "torch_threads", "resolve_device", "pick_device", "to_device", "autocast",
+           "check_precision", "recalibrate_bn"]

@@ -44,6 +44,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="random crop (padding 4) + horizontal flip of training images "
                         f"(default {'on' if DataConfig().augment else 'off'}: 2-epoch proxies learn faster without)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: torch's)")
+    p.add_argument("--device", default=d.device, metavar="DEV",
+                   help="auto (a visible GPU, else the CPU), cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=d.precision,
+                   help="autocast precision (default fp32; fp16 needs a GPU; bf16 on CPU is slower, measured)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed for subsets, init and batches (default 0)")
     p.add_argument("--save", metavar="DIR", help="write model.safetensors and spec.yaml into DIR")
     p.add_argument("--test", action="store_true", help="also report accuracy on the test split")
@@ -88,13 +92,18 @@ def run(args: argparse.Namespace) -> int:
     import lkscale
     from lkscale.data import DataConfig, load_splits
     from lkscale.spec import ArchSpec
-    from lkscale.train import TrainConfig, evaluate, torch_threads, train_model
+    from lkscale.train import TrainConfig, check_precision, evaluate, resolve_device, torch_threads, train_model
 
     spec = lkscale.get_preset(args.preset) if args.preset else ArchSpec.load(args.spec)
     dcfg = DataConfig(dataset=args.dataset, root=args.data, train_per_class=args.subset, val_per_class=args.val,
                       input_size=args.input_size, seed=args.seed, augment=args.augment)
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup,
-                       weight_decay=args.weight_decay, threads=args.threads, seed=args.seed)
+                       weight_decay=args.weight_decay, threads=args.threads, seed=args.seed,
+                       device=args.device, precision=args.precision)
+    try:
+        check_precision(args.precision, resolve_device(args.device))
+    except ValueError as e:
+        raise UsageError(f"--device/--precision: {e}") from None
     with torch_threads(args.threads):
         splits = load_splits(dcfg)
         import torch
@@ -135,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
         "train_images": len(splits.train), "val_images": len(splits.val),
         "epochs": res.epochs_done, "val_acc": res.val_acc, "val_loss": res.val_loss,
         "seconds": round(res.seconds, 2), "images_per_s": round(res.images_per_s, 1),
-        "threads": args.threads, "seed": args.seed, "history": res.history,
+        "threads": args.threads, "seed": args.seed, "device": res.device, "precision": res.precision,
+        "history": res.history,
     }
     if test is not None:
         out.update(test_loss=test[0], test_acc=test[1], test_images=len(splits.test))
