@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from lkscale.config import DataConfig
-from lkscale.data import imagefolder, sources
+from lkscale.data import imagefolder, locate, sources
 from lkscale.data.cache import Arrays, cache_dir, cached_arrays
 from lkscale.data.download import download_cifar10
 from lkscale.data.errors import DataError, validate_config
-from lkscale.data.locate import DOWNLOAD_HINT, cifar10_home, default_data_root, local_cifar10_candidates
+from lkscale.data.locate import DOWNLOAD_HINT, cifar10_home, default_data_root
 from lkscale.data.split import stratified_split
 from lkscale.data.tensors import Splits, TensorSet, channel_stats, to_tensor
 
@@ -42,7 +42,7 @@ def _default_or_cifar10(cfg: DataConfig, progress: Callable[[str], None] | None)
         return dataclasses.replace(cfg, root=default_data_root("imagefolder"))
     except DataError:
         cache = cache_dir(cfg.cache_dir)
-        for cand in local_cifar10_candidates(cfg.cache_dir):
+        for cand in locate.local_cifar10_candidates(cfg.cache_dir):
             d = _cifar_batches(cand, cache) if cand.exists() else None
             if d is not None:
                 return dataclasses.replace(cfg, dataset="cifar10", root=str(d))
