@@ -242,7 +242,10 @@ def test_estimate_report():
     assert r.params == cost.count_params(model) and r.deploy_params == cost.count_params(deployed)
     assert r.deploy_params < r.params  # BNs and 5x5 branches folded away
     assert (r.flops, r.flops_by_op, r.uncounted_ops) == cost.count_flops(deployed, 32)
-    assert r.latency_p25_ms <= r.latency_ms <= r.latency_p75_ms and r.latency_min_ms > 0
+    assert r.latency_min_ms <= r.latency_p25_ms <= r.latency_ms <= r.latency_p75_ms and r.latency_min_ms > 0
+    lat = r.latency  # the protocol's result: default runtime, interval around the median, the spread, rounds
+    assert lat["runtime"] == "onnxruntime" and lat["source"] == "measured" and lat["rounds"] == r.latency_runs >= 7
+    assert lat["ci_low_ms"] <= lat["median_ms"] == r.latency_ms <= lat["ci_high_ms"] and lat["cv"] >= 0
     assert r.train_step_ms > 0 and r.train_batch_size == 2
     assert r.useful_flops == r.flops - cost.padding_macs(deployed, 32) < r.flops
     d = json.loads(json.dumps(r.to_dict()))
