@@ -112,7 +112,7 @@ def strategies(p: Problem, fixed: int, cap: int, epochs: int, alpha: float) -> d
     out = {"single": p.score(front_of_means(p.candidates(1)), n * epochs)}
     cands = p.candidates(fixed)
     out[f"fixed-{fixed}"] = p.score(front_of_means(cands), n * fixed * epochs)
-    tested = Race(cands, alpha=alpha, cap=max(cap, fixed)).verdicts()
+    tested = Race(cands, alpha=alpha, cap=fixed, min_replicates=fixed).verdicts()  # one look, at n = fixed
     out[f"fixed-{fixed} + tests"] = p.score({k for k, v in tested.items() if v.status == CONFIRMED}, n * fixed * epochs)
     race = Race(p.candidates(1), alpha=alpha, cap=cap, epochs_per_replicate=epochs)
     while batch := race.next_batch():

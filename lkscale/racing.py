@@ -32,7 +32,7 @@ pair, within a per-candidate cap and a trial-epoch budget, and is driven by the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy import special
@@ -76,6 +76,18 @@ class Verdict:
     dominated_by: dict   # rival -> {"acc_p": p(rival > this), "lat_z": z(rival faster)}
     unresolved: list     # rivals neither side has beaten yet
     worst_p: float       # confirmed: the largest p-value among the wins that confirm it
+
+    def to_dict(self) -> dict:
+        """JSON-safe (non-finite numbers become None)."""
+        return _finite(asdict(self))
+
+
+def _finite(x):
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
 def looks(min_replicates: int, cap: int) -> list[int]:
@@ -277,6 +289,20 @@ class Race:
         batch = self.next_batch()
         self.pending.difference_update(batch)
         return not batch
+
+    def summary(self) -> dict:
+        """JSON-safe outcome: names by status, epochs spent, and the rule with its corrections."""
+        v = self.verdicts()
+        return {"confirmed": sorted(n for n, x in v.items() if x.status == CONFIRMED),
+                "tied": sorted(n for n, x in v.items() if x.status == TIED),
+                "dominated": sorted(n for n, x in v.items() if x.status == DOMINATED),
+                "spent_epochs": self.spent_epochs, "budget_epochs": self.budget_epochs, "cap": self.cap,
+                "alpha": self.alpha, "looks": self.looks,
+                "rule": (f"confirmed = significantly better than every other candidate in accuracy (one-sided "
+                         f"paired t-test over shared replicates at looks {self.looks}, each at alpha/2/"
+                         f"{len(self.looks)} = {self.alpha_acc:.4g}) or in latency (difference > "
+                         f"{self.z_lat:.2f} standard errors, alpha/2); a truly dominated candidate is confirmed with probability <= {self.alpha:g}"),
+                "verdicts": {n: x.to_dict() for n, x in v.items()}}
 
     # ----------------------------------------------------------------------------------- state
     def to_dict(self) -> dict:

@@ -107,6 +107,9 @@ def test_statuses_and_evidence_on_a_hand_made_case():
     # on the front of means: twin (mean 60.1125) edges out fast_good (60.0875) at the same latency
     assert v["twin"].on_front and not v["fast_good"].on_front and not v["slow_bad"].on_front
     assert race.next_batch() == []  # every pair at the cap or settled: nothing left to race
+    summary = json.loads(json.dumps(race.summary(), allow_nan=False))
+    assert summary["confirmed"] == ["slow_best"] and summary["dominated"] == ["slow_bad"]
+    assert summary["verdicts"]["slow_bad"]["dominated_by"]["slow_best"]["lat_z"] == 0.0
 
 
 def test_state_round_trips_through_json_and_the_resumed_race_continues_identically():
