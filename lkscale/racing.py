@@ -301,7 +301,8 @@ class Race:
                 "rule": (f"confirmed = significantly better than every other candidate in accuracy (one-sided "
                          f"paired t-test over shared replicates at looks {self.looks}, each at alpha/2/"
                          f"{len(self.looks)} = {self.alpha_acc:.4g}) or in latency (difference > "
-                         f"{self.z_lat:.2f} standard errors, alpha/2); a truly dominated candidate is confirmed with probability <= {self.alpha:g}"),
+                         f"{self.z_lat:.2f} standard errors, alpha/2); a truly dominated candidate is "
+                         f"confirmed with probability <= {self.alpha:g}"),
                 "verdicts": {n: x.to_dict() for n, x in v.items()}}
 
     # ----------------------------------------------------------------------------------- state

@@ -10,7 +10,7 @@ given as a mapping ``{replicate index: value}`` (or a plain sequence, indexed 0,
   (pair two candidates by replicate index), :func:`holm` (Holm step-down adjusted p-values).
 - :func:`bootstrap_ci` (seeded percentile bootstrap, resampling rows of paired arrays together),
   :func:`kendall_tau_b`, :func:`spearman_rho`, :func:`rank_correlation` (estimate + bootstrap CI),
-  :func:`topk_recall`.
+  :func:`topk_recall`, :func:`fidelity_summary` (all of these for a proxy against high fidelity).
 - :func:`fit_saturating` (acc(k) = a - b*exp(-k/c) or a - b*k^-c, with a delta-method band),
   :func:`step_tests` (paired tests between neighbouring settings, Holm-corrected) and
   :func:`where_gains_stop` (the same in words).
@@ -25,6 +25,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from scipy import optimize, special
 from scipy import stats as sps
+
+from .pareto import hypervolume_2d, pareto_front
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,34 @@ def rank_correlation(x, y, method: str = "kendall", n_resamples: int = 2000,
         raise ValueError(f"method {method!r} not understood; use 'kendall' or 'spearman'")
     out = bootstrap_ci((x, y), fn, n_resamples, confidence, seed)
     return Interval(out.estimate, out.low, out.high, out.n, confidence, method)
+
+
+def _front_kept(proxy, high, latency) -> float:
+    """Share of the proxy's (accuracy, latency) front that is still non-dominated at high fidelity."""
+    front = set(pareto_front(np.c_[proxy, latency]))
+    return len(front & set(pareto_front(np.c_[high, latency]))) / len(front)
+
+
+def _hv_ratio(proxy, high, latency, reference) -> float:
+    """Hypervolume at high fidelity of the proxy's front over that of the best (high-fidelity) front."""
+    best = hypervolume_2d(np.c_[high, latency], reference)
+    front = pareto_front(np.c_[proxy, latency])
+    return hypervolume_2d(np.c_[high, latency][front], reference) / best if best > 0 else float("nan")
+
+
+def fidelity_summary(proxy, high, latency, reference, k: int = 3, n_resamples: int = 1000,
+                     confidence: float = 0.95, seed: int = 0) -> dict[str, Interval]:
+    """How well a proxy ranks candidates, against high-fidelity accuracies of the same candidates.
+
+    Kendall tau-b, Spearman rho, top-k recall, the share of the proxy's front still non-dominated
+    at high fidelity, and the hypervolume ratio (reference point ``(acc, latency)``, as in
+    :func:`lkscale.pareto.hypervolume_2d`), each with a percentile bootstrap over candidates.
+    """
+    data = tuple(np.asarray(v, dtype=float) for v in (proxy, high, latency))
+    stats = {"kendall_tau": lambda p, h, _: kendall_tau_b(p, h), "spearman_rho": lambda p, h, _: spearman_rho(p, h),
+             f"top{k}_recall": lambda p, h, _: topk_recall(p, h, min(k, len(p))), "front_kept": _front_kept,
+             "hv_ratio": lambda p, h, lat: _hv_ratio(p, h, lat, reference)}
+    return {name: bootstrap_ci(data, fn, n_resamples, confidence, seed) for name, fn in stats.items()}
 
 
 def topk_recall(proxy, truth, k: int) -> float:

@@ -206,3 +206,21 @@ def test_all_pairs_kendall_definition_on_a_tiny_case():
     pairs = list(itertools.combinations(range(4), 2))
     conc = sum(np.sign(x[i] - x[j]) * np.sign(y[i] - y[j]) for i, j in pairs)
     assert S.kendall_tau_b(x, y) == pytest.approx(conc / len(pairs))
+
+
+def test_fidelity_summary_on_known_rankings():
+    lat = [1.0, 2.0, 3.0, 4.0]
+    same = S.fidelity_summary([50, 52, 51, 56], [50, 52, 51, 56], lat, reference=(40, 5), k=2, n_resamples=200)
+    assert {k: v.estimate for k, v in same.items()} == {
+        "kendall_tau": 1.0, "spearman_rho": 1.0, "top2_recall": 1.0, "front_kept": 1.0, "hv_ratio": 1.0}
+    proxy, high = [50, 49, 54, 53], [50, 52, 51, 56]
+    got = S.fidelity_summary(proxy, high, lat, reference=(40, 5), k=2, n_resamples=300, seed=4)
+    # proxy front {(50,1), (54,3)}; at high fidelity the front is {0, 1, 3}: half of it is kept, and its
+    # hypervolume is 40 + 2 = 42 of the best front's 40 + 6 + 4 = 50
+    assert got["front_kept"].estimate == 0.5 and got["hv_ratio"].estimate == pytest.approx(42 / 50)
+    assert got["kendall_tau"].estimate == pytest.approx(sps.kendalltau(proxy, high).statistic)
+    assert got["top2_recall"].estimate == 0.5  # proxy top 2: {2, 3}; high top 2: {1, 3}
+    kept = lambda p, h, lat_: S._front_kept(p, h, lat_)  # noqa: E731
+    ref = sps.bootstrap((proxy, high, lat), kept, n_resamples=300, method="percentile", paired=True,
+                        vectorized=False, rng=np.random.default_rng(4))
+    assert (got["front_kept"].low, got["front_kept"].high) == pytest.approx(tuple(ref.confidence_interval))
