@@ -19,8 +19,10 @@ table{border-collapse:collapse;font-size:13px;margin:.6em 0}th,td{border:1px sol
 th{background:#f4f6f8;position:sticky;top:0}tr:nth-child(even) td{background:#fafbfc}td.num{text-align:right}
 code{font-size:12px}.muted{color:#666}.filters{display:flex;gap:12px;align-items:center;flex-wrap:wrap;margin:.5em 0}
 .filters input{padding:3px 6px;min-width:220px}.scroll{max-height:560px;overflow:auto;border:1px solid #eee}
-nav a{margin-right:14px}.state-complete{color:#1f77b4}.state-pruned{color:#d46a00}.state-failed{color:#d62728}
-.state-infeasible{color:#7f7f7f}
+nav a{margin-right:14px}#trials-table td{white-space:nowrap}#trials-table td:nth-child(3){font-weight:600}
+tr[data-state=complete] td:nth-child(3){color:#1f77b4}tr[data-state=pruned] td:nth-child(3){color:#d46a00}
+tr[data-state=failed] td:nth-child(3){color:#d62728}tr[data-state=infeasible] td:nth-child(3){color:#7f7f7f}
+tr[data-state=running] td:nth-child(3){color:#9467bd}
 """
 _JS = """
 (function(){
@@ -75,13 +77,12 @@ def trials_section(run: Run) -> str:
     states = [s for s in STATES if any(t.state == s for t in trials)]
     states += sorted({str(t.state) for t in trials} - set(states))
     families = sorted({blocks_label(t.get("blocks")) for t in trials})
-    attrs = [f" data-state='{_esc(t.state)}' data-family='{_esc(blocks_label(t.get('blocks')))}'"
-             f" class='state-{_esc(t.state)}'" for t in trials]
+    attrs = [f" data-state='{_esc(t.state)}' data-family='{_esc(blocks_label(t.get('blocks')))}'" for t in trials]
     filters = (f"<div class='filters'><label>state <select id='f-state'>{_options(states, 'all')}</select></label>"
                f"<label>block <select id='f-family'>{_options(families, 'all')}</select></label>"
                "<label>text <input id='f-text' type='search' placeholder='name, kernels, error...'></label>"
                "<span id='f-count' class='muted'></span></div>")
-    return ("<h2 id='trials'>All trials</h2>" + filters + "<div class='scroll'>"
+    return ("<h2 id='trials'>All trials</h2>" + filters + "<div class='scroll' id='trials-table'>"
             + table(TRIALS_HEADER, [trial_row(t) for t in trials], "trials-body", attrs) + "</div>")
 
 

@@ -47,7 +47,7 @@ def x_frame(values: list[float], ref_x: float) -> tuple[bool, bool, list[float] 
     return False, ref_in, [max(0.0, lo - pad), hi + pad]
 
 
-def _trace_points(fig, go, groups: dict, front: list[Trial], col: str) -> None:
+def _trace_points(fig, go, groups: dict, front: list[Trial], col: str, ref_x: float) -> None:
     for state in ("complete", "pruned", "running"):
         ts = [t for t in groups.get(state, []) if t.get(col) is not None and t.get("val_acc") is not None]
         if ts:
@@ -59,6 +59,10 @@ def _trace_points(fig, go, groups: dict, front: list[Trial], col: str) -> None:
                                  line=dict(shape="hv", color="#d62728"), marker=dict(symbol="star", size=14),
                                  name=f"Pareto front ({len(front)})", hovertext=[hover(t) for t in front],
                                  hoverinfo="text"), row=1, col=1)
+        last = front[-1]
+        if ref_x > last.row[col]:  # the front's last step runs to the reference (clipped at the edge)
+            fig.add_trace(go.Scatter(x=[last.row[col], ref_x], y=[last.val_acc] * 2, mode="lines", showlegend=False,
+                                     line=dict(color="#d62728", dash="dot"), hoverinfo="skip"), row=1, col=1)
     for state, sym, color in (("infeasible", "x", "#7f7f7f"), ("failed", "x-thin-open", "#d62728")):
         ts = [t for t in groups.get(state, []) if t.get(col) is not None]
         if ts:
@@ -86,7 +90,7 @@ def plotly_pareto(run: Run, objective: str, front: list[Trial], ref: dict):
 
     col, xlabel, unit, _ = OBJECTIVES[objective]
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.85, 0.15], vertical_spacing=0.03)
-    _trace_points(fig, go, state_groups(run), front, col)
+    _trace_points(fig, go, state_groups(run), front, col, ref[col])
     log, ref_in, rng = x_frame([t.get(col) for t in run.trials], ref[col])
     _mark_reference(fig, go, ref[col], ref_in, ref_text(ref[col], unit))
     accs = [t.val_acc for t in run.trials if t.get("val_acc") is not None]
