@@ -107,14 +107,15 @@ def front_of_means(cands: list[Candidate]) -> set[str]:
     return {cands[i].name for i in pareto_front(pts)}
 
 
-def strategies(p: Problem, fixed: int, cap: int, epochs: int, alpha: float) -> dict[str, tuple]:
+def strategies(p: Problem, fixed: int, cap: int, epochs: int, alpha: float, budget=None) -> dict[str, tuple]:
     n = len(p.names)
     out = {"single": p.score(front_of_means(p.candidates(1)), n * epochs)}
     cands = p.candidates(fixed)
     out[f"fixed-{fixed}"] = p.score(front_of_means(cands), n * fixed * epochs)
     tested = Race(cands, alpha=alpha, cap=fixed, min_replicates=fixed).verdicts()  # one look, at n = fixed
     out[f"fixed-{fixed} + tests"] = p.score({k for k, v in tested.items() if v.status == CONFIRMED}, n * fixed * epochs)
-    race = Race(p.candidates(1), alpha=alpha, cap=cap, epochs_per_replicate=epochs)
+    extra = None if budget is None else budget - n * epochs  # the single runs are the search's own
+    race = Race(p.candidates(1), alpha=alpha, cap=cap, epochs_per_replicate=epochs, budget_epochs=extra)
     while batch := race.next_batch():
         for name, r in batch:
             race.add(name, r, p.sample(name, r))
@@ -134,6 +135,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cap", type=int, default=10, help="racing: replicates per candidate at most")
     ap.add_argument("--epochs", type=int, default=4, help="trial-epochs per replicate")
     ap.add_argument("--alpha", type=float, default=0.05)
+    ap.add_argument("--budget", type=float, help="racing: total trial-epochs, single runs included (default: none)")
     ap.add_argument("--lat-rel-se", type=float, default=LAT_REL_SE, help="relative standard error of a latency")
     ap.add_argument("--run", help="a run folder: take means, latencies and (with replicates) the spread from it")
     a = ap.parse_args(argv)
@@ -155,7 +157,7 @@ def main(argv=None) -> int:
         lt = lat if lat is not None else np.exp(rng.uniform(np.log(2.3), np.log(6.2), a.candidates))
         p = Problem(seed, m, lt, sd_shared, sd_ind, a.lat_rel_se)
         sizes.append(len(p.truth))
-        for k, v in strategies(p, a.fixed, a.cap, a.epochs, a.alpha).items():
+        for k, v in strategies(p, a.fixed, a.cap, a.epochs, a.alpha, a.budget).items():
             rows.setdefault(k, []).append(v)
     print(f"{a.problems} problems x {len(m)} candidates; true front size {np.mean(sizes):.1f} ± {np.std(sizes):.1f}; "
           f"noise: shared sd {sd_shared:.2f}, individual sd {sd_ind:.2f}, latency rel. se {a.lat_rel_se:.3f}; "
