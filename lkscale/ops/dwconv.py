@@ -15,8 +15,13 @@ goes through ``depthwise_conv2d``; that function picks the implementation:
 * small effective kernels (``< LARGE_KERNEL_MIN`` taps across, chosen by measurement with
   ``benchmarks/dwconv.py``) keep PyTorch's conv and autograd, of the cropped kernel.
 
-Dilated convs (re-param branches), non-CPU devices, dtypes other than float32/float64 and CPU
-autocast use ``F.conv2d``.
+Dilated convs (re-param branches), dtypes other than float32/float64 and CPU autocast use ``F.conv2d``.
+
+On CUDA tensors (:func:`_cuda_path`) the kernel is cropped the same way; effective kernels of
+``TRITON_MIN_KERNEL`` taps and more go through the Triton kernels of :mod:`lkscale.ops.triton_dwconv`
+when Triton is importable, smaller ones through cuDNN (``F.conv2d`` of the cropped kernel).
+``LKSCALE_DWCONV_CUDA=torch`` (or ``LKSCALE_DWCONV=torch``) forces cuDNN with the full kernel;
+``=triton`` forces Triton at every kernel size.
 """
 from __future__ import annotations
 
@@ -38,6 +43,40 @@ except ImportError:  # pragma: no cover
 LARGE_KERNEL_MIN = 5
 
 _MODES = ("auto", "torch", "lk")
+
+#: effective kernel size from which CUDA tensors use the Triton kernels (auto mode). Not yet measured
+#: on a GPU: ``benchmarks/device_check.py`` prints Triton vs cuDNN at K = 7, 13, 31 to set it.
+TRITON_MIN_KERNEL = 13
+_CUDA_MODES = ("auto", "torch", "triton")
+
+
+def cuda_dwconv_mode() -> str:
+    """``LKSCALE_DWCONV_CUDA``: ``auto`` (default), ``torch`` (cuDNN), ``triton`` (always Triton)."""
+    mode = os.environ.get("LKSCALE_DWCONV_CUDA", "auto").strip().lower() or "auto"
+    if mode not in _CUDA_MODES:
+        raise ValueError(f"LKSCALE_DWCONV_CUDA must be one of {', '.join(_CUDA_MODES)}, got {mode!r}")
+    return mode
+
+
+def _triton_module():
+    """lkscale.ops.triton_dwconv, imported on first use (importing Triton costs about a second), or None."""
+    from lkscale.ops import triton_dwconv
+
+    return triton_dwconv if triton_dwconv.available() else None
+
+
+def _cuda_path(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
+    """Depthwise conv of a CUDA tensor: the cropped kernel through Triton (large) or cuDNN (small)."""
+    mode = cuda_dwconv_mode()
+    c = weight.shape[0]
+    kh, kw = weight.shape[-2:]
+    if mode == "torch" or kh != kw or kh % 2 == 0 or padding != kh // 2 or x.dim() != 4:
+        return F.conv2d(x, weight, bias, 1, padding, 1, c)
+    w_eff = impl.crop_weight(weight, *x.shape[-2:])
+    tdw = _triton_module() if (mode == "triton" or max(w_eff.shape[-2:]) >= TRITON_MIN_KERNEL) else None
+    if tdw is None:
+        return F.conv2d(x, w_eff, bias, 1, (w_eff.shape[-2] // 2, w_eff.shape[-1] // 2), 1, c)
+    return tdw.depthwise_conv2d_triton(x, w_eff, bias)
 
 
 def dwconv_mode() -> str:
@@ -80,6 +119,8 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     mode = dwconv_mode()
     if mode == "torch" or dilation != 1 or _graph_observed():
         return F.conv2d(x, weight, bias, 1, padding, dilation, weight.shape[0])
+    if x.is_cuda:
+        return _cuda_path(x, weight, bias, padding)
     kh, kw = weight.shape[-2:]
     if (x.dim() != 4 or x.device.type != "cpu" or kh % 2 == 0 or padding != kh // 2 or kh != kw
             or x.dtype not in (torch.float32, torch.float64) or weight.dtype != x.dtype
