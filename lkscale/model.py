@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from lkscale.blocks import get_family
+from lkscale.presets import get_preset
 from lkscale.spec import ArchSpec
 
 
@@ -171,7 +172,5 @@ def first_conv(model: LKNet) -> str:
 def build_model(spec: ArchSpec | str, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0) -> LKNet:
     """Build the network for ``spec`` (an ArchSpec or a preset name)."""
     if isinstance(spec, str):
-        from lkscale.presets import get_preset
-
         spec = get_preset(spec)
     return LKNet(spec, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)

@@ -42,3 +42,15 @@ def test_proxy_presets_train_step(name):
     loss = model(x).logsumexp(1).mean()
     loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_presets_live_in_one_place():
+    import importlib
+
+    from lkscale.blocks import REGISTRY
+
+    for path in REGISTRY.values():  # no family module keeps its own table any more
+        mod = importlib.import_module(path)
+        assert not hasattr(mod, "PRESETS") and not hasattr(mod, "PUBLISHED"), path
+    # the 13 presets of before (5 common + 2 DCNv3 + 4 MogaNet + 2 proxies), every published size among them
+    assert len(preset_names()) == 13 and set(published()) <= set(preset_names()) and len(published()) == 9

@@ -155,27 +155,3 @@ class InternImageHead(PoolHead):
 
 def make_head(in_chans: int, num_classes: int, drop_rate: float) -> nn.Module:
     return InternImageHead(in_chans, num_classes, drop_rate)
-
-
-def _stages(depths, widths, groups, kernel=3, ffn_ratio=4.0):
-    return [{"block": "dcnv3", "depth": d, "width": w, "kernel": kernel, "dcn_groups": g, "ffn_ratio": ffn_ratio}
-            for d, w, g in zip(depths, widths, groups)]
-
-
-PRESETS = {
-    # InternImage-T: classification/configs/internimage_t_1k_224.yaml (channels 64, depths 4-4-18-4,
-    # groups 4-8-16-32, offset_scale 1, mlp_ratio 4, drop_path 0.2 (0.1 in with_lr_decay/), no layer scale).
-    "internimage_t": {"stem": {"stride": 4}, "stages": _stages([4, 4, 18, 4], [64, 128, 256, 512], [4, 8, 16, 32]),
-                      "drop_path_rate": 0.2, "layer_scale": 0.0},
-    # CIFAR-scale proxy: stem stride 2 so 32 px inputs leave 16/8/4/2 maps; 16 channels per DCN group.
-    "dcnv3_proxy": {"stem": {"stride": 2}, "stages": _stages([1, 1, 2, 1], [32, 64, 128, 256], [2, 4, 8, 16]),
-                    "drop_path_rate": 0.1, "layer_scale": 0.0},
-}
-
-# Exact count of the reference structure (OpenGVLab/InternImage classification/models/intern_image.py,
-# InternImage(channels=64, depths=[4,4,18,4], groups=[4,8,16,32], num_classes=1000)), counted layer by
-# layer in tests/test_dcnv3.py::reference_internimage_params; the model zoo / paper give "30M".
-PUBLISHED = {
-    "internimage_t": (29_918_424, "count of the official InternImage-T structure (OpenGVLab/InternImage "
-                                  "classification/models/intern_image.py); README model zoo / paper: 30M params, 5G FLOPs"),
-}

@@ -321,32 +321,3 @@ def make_downsample(in_chans: int, out_chans: int) -> nn.Module:
 def make_head(in_chans: int, num_classes: int, drop_rate: float) -> nn.Module:
     """The last stage's BN -> global average pool -> dropout -> fc (the BN folds into the fc)."""
     return BNPoolHead(in_chans, num_classes, drop_rate)
-
-
-def _moga_stages(depths, widths, ffn_ratios, kernel=7):
-    return [{"block": "moga", "depth": d, "width": w, "kernel": kernel, "ffn_ratio": r}
-            for d, w, r in zip(depths, widths, ffn_ratios)]
-
-
-PRESETS: dict[str, dict] = {
-    # Reference arch_zoo (models/moganet.py); drop path as in its TRAINING.md. MogaNet-S is
-    # 64-128-320-512 (64-160-320-512 is MogaNet-B's width, 26.0M params at these depths).
-    "moganet_xtiny": {"stages": _moga_stages([3, 3, 10, 2], [32, 64, 96, 192], [8, 8, 4, 4]),
-                      "drop_path_rate": 0.05, "layer_scale": 1e-5},
-    "moganet_tiny": {"stages": _moga_stages([3, 3, 12, 2], [32, 64, 128, 256], [8, 8, 4, 4]),
-                     "drop_path_rate": 0.1, "layer_scale": 1e-5},
-    "moganet_s": {"stages": _moga_stages([2, 3, 12, 2], [64, 128, 320, 512], [8, 8, 4, 4]),
-                  "drop_path_rate": 0.1, "layer_scale": 1e-5},
-    # CIFAR-scale proxy: stem stride 2 so a 32 px input leaves 16/8/4/2 px maps.
-    "moga_proxy": {"stem": {"stride": 2}, "stages": _moga_stages([1, 1, 2, 1], [32, 64, 128, 256], [8, 8, 4, 4]),
-                   "layer_scale": 1e-5},
-}
-
-# Published parameter counts (1000 classes): name -> (params, source).
-PUBLISHED: dict[str, tuple[float, str]] = {
-    "moganet_xtiny": (2.97e6, "Westlake-AI/MogaNet README, ImageNet-1K table: MogaNet-XT 2.97M, 0.80 GFLOPs"),
-    "moganet_tiny": (5.20e6, "Westlake-AI/MogaNet README, ImageNet-1K table: MogaNet-T 5.20M, 1.10 GFLOPs"),
-    "moganet_s": (25.3e6, ("Westlake-AI/MogaNet README / paper: MogaNet-S 25.3M, 4.97 GFLOPs at 224 "
-                             "(mmpretrain configs/moganet/README: 25.35M, 4.94G; exact count of the reference "
-                             "models/moganet.py: 25,335,675)")),
-}
