@@ -260,6 +260,7 @@ def test_cli_json_and_table(capsys):
     d = json.loads(out)
     assert d["preset"] == "replk_proxy" and d["input_size"] == 32 and d["num_classes"] == 10
     assert d["uncounted_ops"] == [] and d["latency_ms"] > 0 and d["flops"] > 0
+    assert d["latency"]["runtime"] == "onnxruntime" and d["latency"]["ci_low_ms"] <= d["latency_ms"]
     assert "lkscale cost:" in err  # progress on stderr only
     assert main(["cost", "--preset", "convnext_proxy", "--no-latency"]) == 0
     out, _ = capsys.readouterr()

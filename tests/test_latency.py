@@ -315,3 +315,43 @@ def test_calibrate_for_real_and_table_roundtrip(tmp_path):
     t2 = P.LatencyTable.load(str(tmp_path / "t.json"))
     assert t2 == t
     assert P.predict(specs[0], t2).median_ms == P.predict(specs[0], t).median_ms > 0
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_cli_latency_measures_side_by_side(capsys):
+    from lkscale.cli import main
+
+    assert main(["latency", "--preset", "replk_proxy", "--preset", "convnext_proxy", "--rounds", "3",
+                 "--repeats", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["config"]["runtime"] == "onnxruntime" and out["config"]["rounds"] == 3
+    assert set(out["quiet"]) >= {"quiet", "ratio", "load_per_cpu"}
+    names = {lkscale.get_preset(n).name for n in ("replk_proxy", "convnext_proxy")}
+    assert set(out["results"]) == names
+    for r in out["results"].values():
+        assert r["ci_low_ms"] <= r["median_ms"] <= r["ci_high_ms"] and r["rounds"] >= 3 and r["flops"] > 0
+
+
+def test_cli_latency_calibrates_a_study_table(tmp_path, capsys):
+    from lkscale.cli import main
+
+    out = tmp_path / "table.json"
+    assert main(["latency", "--study", "studies/smoke.yaml", "--calibrate", str(out), "--fit", "1",
+                 "--holdout", "2", "--rounds", "3", "--repeats", "3"]) == 0
+    t = P.LatencyTable.load(str(out))
+    assert t.runtime == "onnxruntime" and len(t.holdout) == 2 and t.error_pct is not None
+    assert f"{t.error_pct:.1f}%" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args", [["--preset", "replk_proxy", "--rounds", "0"],
+                                  ["--preset", "replk_proxy", "--runtime", "tensorrt"],
+                                  ["--study", "no/such/study.yaml"]])
+def test_cli_latency_bad_input_exits_2(args, capsys):
+    from lkscale.cli import main
+
+    with pytest.raises(SystemExit) as e:  # argparse rejects an unknown runtime itself
+        code = main(["latency", *args])
+        raise SystemExit(code)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and ("error" in err[-1])

@@ -11,7 +11,9 @@ _DESCRIPTION = """\
 Cost of one architecture (a preset or a spec file): parameters of the train and deploy forms,
 multiply-adds of the deploy form (fvcore convention: one multiply-add = one FLOP), per-stage map
 size / nominal kernel / effective kernel min(K, 2H-1) / parameters that never touch the image, and
-the median forward latency of the deploy form on CPU (channels_last, fixed thread count).
+the latency of the deploy form with its error: median over interleaved rounds, 95% interval, robust
+CV, in the runtime given (onnxruntime by default; torch eager, torch.compile, CUDA). See also
+`lkscale latency` to measure several networks side by side or calibrate a predictor table.
 Published ImageNet presets default to 224 px and 1000 classes; other presets and spec files to
 32 px and 10 classes."""
 
@@ -26,7 +28,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1, metavar="N", help="batch size for latency (default 1)")
     p.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads for latency (default 1)")
     p.add_argument("--num-classes", type=int, default=None, metavar="N", help="classifier outputs")
-    p.add_argument("--repeats", type=int, default=20, metavar="N", help="timed forward passes (default 20)")
+    p.add_argument("--repeats", type=int, default=10, metavar="N", help="timed calls per round (default 10)")
+    p.add_argument("--rounds", type=int, default=7, metavar="N", help="rounds of timed calls (default 7)")
+    p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch", "compile", "cuda"],
+                   help="where the deploy form runs (default onnxruntime)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--train-step", action="store_true", help="also time a train step (fwd + bwd + SGD)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
@@ -58,9 +63,12 @@ def format_report(r) -> str:
     if r.uncounted_ops:
         lines.append(f"  NOT COUNTED   {', '.join(r.uncounted_ops)}")
     if r.latency_ms is not None:
-        lines.append(f"  latency       {r.latency_ms:.2f} ms median [{r.latency_p25_ms:.2f}-{r.latency_p75_ms:.2f}] "
-                     f"min {r.latency_min_ms:.2f}  (batch {r.batch_size}, {r.threads} thread(s), "
-                     f"{r.latency_runs} runs, deploy form)")
+        lat = r.latency or {}
+        flag = "  NOISY: spread above max_cv, do not trust" if lat.get("noisy") else ""
+        lines.append(f"  latency       {r.latency_ms:.3f} ms median, 95% interval [{lat.get('ci_low_ms', 0):.3f}-"
+                     f"{lat.get('ci_high_ms', 0):.3f}], cv {100 * lat.get('cv', 0):.1f}%{flag}")
+        lines.append(f"                {lat.get('runtime', '?')}, batch {r.batch_size}, {r.threads} thread(s), "
+                     f"{r.latency_runs} interleaved rounds, deploy form; {lat.get('throughput_ips', 0):.0f} img/s")
     if r.train_step_ms is not None:
         lines.append(f"  train step    {r.train_step_ms:.2f} ms median (batch {r.train_batch_size}, fwd+bwd+SGD)")
     lines.append("")
@@ -80,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from lkscale.presets import published
     from lkscale.spec import ArchSpec
 
-    for name in ("input_size", "batch_size", "threads", "num_classes", "repeats"):
+    for name in ("input_size", "batch_size", "threads", "num_classes", "repeats", "rounds"):
         _positive(args, name)
     if args.preset is not None:
         spec = lkscale.get_preset(args.preset)
@@ -94,14 +102,23 @@ def run(args: argparse.Namespace) -> int:
     if input_size < stride:
         raise UsageError(f"--input-size {input_size} is smaller than the network's total stride {stride}")
 
+    from lkscale.config import LatencyConfig
     from lkscale.cost import estimate
+
+    if args.runtime == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--runtime cuda needs a GPU; torch.cuda.is_available() is False here")
+    cfg = LatencyConfig(runtime=args.runtime, batch_size=args.batch_size, threads=args.threads,
+                        input_size=input_size, rounds=args.rounds, repeats=args.repeats)
 
     def progress(msg: str) -> None:
         print(f"lkscale cost: {msg}", file=sys.stderr, flush=True)
 
     report = estimate(spec, input_size=input_size, num_classes=num_classes, batch_size=args.batch_size,
                       threads=args.threads, latency=not args.no_latency, train_step=args.train_step,
-                      repeats=args.repeats, progress=progress)
+                      repeats=args.repeats, progress=progress, latency_config=cfg)
     if args.json:
         out = report.to_dict()
         if args.preset:
