@@ -8,7 +8,7 @@ from torch import nn
 import lkscale
 from lkscale.blocks import moga
 from lkscale.presets import published
-from lkscale.spec import ArchSpec, StageSpec
+from lkscale.spec import ArchSpec
 
 
 def n_params(model: nn.Module) -> int:
@@ -81,7 +81,7 @@ def test_kernel_knob_sets_the_dilation3_branch_and_receptive_field(kernel):
 def test_block_matches_reference_formulas():
     """One MogaBlock against the reference equations, written with plain tensor ops."""
     torch.manual_seed(0)
-    blk = moga.MogaBlock(16, StageSpec(block="moga", depth=1, width=16, kernel=9, ffn_ratio=2), 0.0, 0.3).eval()
+    blk = moga.MogaBlock(16, kernel_size=9, mlp_ratio=2, drop_path=0.0, ls_init_value=0.3).eval()
     for p in blk.parameters():
         p.data.normal_(0, 0.3)
     x = torch.randn(2, 16, 12, 12)

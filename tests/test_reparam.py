@@ -107,3 +107,37 @@ def test_dilated_branch_merges_exactly():
 def test_published_presets_reparam(name):
     """Full-size presets fold exactly too (one image at 64 px keeps it quick)."""
     assert_equivalent(lkscale.get_preset(name), 3, size=64)
+
+
+def test_blocks_take_plain_arguments():
+    """Each family's block class is built from plain arguments (like ConvNeXt's Block); make_blocks only
+    unpacks the StageSpec: the same seed gives the same parameters, and re-parameterisation stays exact."""
+    from lkscale.blocks import convnext, dcnv3, moga, replk
+
+    spec = lkscale.ArchSpec.from_dict({"stem": {"stride": 2}, "layer_scale": 0.5, "stages": [
+        {"block": "convnext", "depth": 1, "width": 16, "kernel": 9, "reparam": [5, "3d2"], "ffn_ratio": 2}] * 3})
+    st = spec.stages[0]
+    plain = {
+        convnext: lambda: convnext.ConvNeXtBlock(16, kernel_size=9, mlp_ratio=2, reparam=[(5, 1), (3, 2)],
+                                                 drop_path=0.0, ls_init_value=0.5),
+        replk: lambda: replk.RepLKBlock(16, kernel_size=9, reparam=[(5, 1), (3, 2)], drop_path=0.0),
+    }
+    for fam, build in plain.items():
+        torch.manual_seed(3)
+        ref = fam.make_blocks(st, [0.0], spec)[0]
+        torch.manual_seed(3)
+        blk = build()
+        assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), blk.state_dict().values()))
+        assert list(ref.state_dict()) == list(blk.state_dict())
+        blk.eval()
+        for m in blk.modules():  # BN statistics away from the identity, so the fold is tested
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+        x = torch.randn(2, 16, 12, 12)
+        with torch.no_grad():
+            want = blk(x)
+            torch.testing.assert_close(lkscale.reparameterize(blk)(x), want, rtol=1e-4, atol=1e-4)
+    # the other families take their knobs the same way
+    assert dcnv3.InternImageLayer(16, kernel_size=3, groups=4, mlp_ratio=2, drop_path=0.1).dcn.groups == 4
+    assert moga.MogaBlock(16, kernel_size=9, mlp_ratio=2).attn.value.DW_conv2.kernel_size == (9, 9)

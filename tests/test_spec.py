@@ -72,3 +72,24 @@ def test_load_missing_file(tmp_path):
 def test_malformed_yaml():
     with pytest.raises(SpecError, match="not valid YAML"):
         ArchSpec.from_yaml("stages: [1, 2\n")
+
+
+def test_spec_sits_below_the_blocks():
+    """spec.py imports no block code, and block modules read no spec at run time (TYPE_CHECKING only)."""
+    import ast
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys, lkscale.spec; bad = [m for m in sys.modules if m.startswith('lkscale.blocks')]; assert not bad, bad"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lkscale", "blocks")
+    for fname in sorted(os.listdir(root)):
+        if not fname.endswith(".py") or fname == "__init__.py":
+            continue
+        tree = ast.parse(open(os.path.join(root, fname)).read())
+        runtime = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        mods = [n.module for n in runtime if isinstance(n, ast.ImportFrom)] + [a.name for n in runtime
+                                                                              if isinstance(n, ast.Import) for a in n.names]
+        assert "lkscale.spec" not in mods, fname

@@ -7,21 +7,20 @@ A family module provides four builders (see ``lkscale/blocks/replk.py`` for the 
 - ``make_downsample(in_chans: int, out_chans: int) -> nn.Module``   (stride 2)
 - ``make_head(in_chans: int, num_classes: int, drop_rate: float) -> nn.Module``  (NCHW -> logits)
 
+Block classes take plain arguments (``dim``, ``kernel_size``, ``drop_path``, ``ls_init_value``, ...), as
+ConvNeXt's reference ``Block`` does; ``make_blocks`` is the adapter that reads a ``StageSpec``.
 Modules that have a deploy form implement ``reparameterize()`` (in place); ``lkscale.reparameterize``
-calls it on every module, children first. Adding a family is one module and one line below.
-This file imports no torch, so the spec layer can read the family names cheaply.
+calls it on every module, children first. Adding a family is one module and its name in
+``lkscale.spec.KNOWN_BLOCKS``.
 """
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
 
-REGISTRY: dict[str, str] = {
-    "replk": "lkscale.blocks.replk",
-    "convnext": "lkscale.blocks.convnext",
-    "dcnv3": "lkscale.blocks.dcnv3",
-    "moga": "lkscale.blocks.moga",
-}
+from lkscale.spec import KNOWN_BLOCKS
+
+REGISTRY: dict[str, str] = {name: f"lkscale.blocks.{name}" for name in KNOWN_BLOCKS}
 
 
 def get_family(name: str) -> ModuleType:

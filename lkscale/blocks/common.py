@@ -8,13 +8,14 @@ Fusion rules (all exact in eval mode):
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import nn
 
 from lkscale.ops import DWConv2d
-from lkscale.spec import Branch
 
 
 def trunc_normal_init(m: nn.Module, types: tuple = (nn.Conv2d, nn.Linear)) -> None:
@@ -109,16 +110,16 @@ class ReparamDWConv(nn.Module):
     ``bn(lk(x)) + sum_i bn_i(branch_i(x))``. ``reparameterize`` turns it into one K x K conv with bias.
     """
 
-    def __init__(self, channels: int, kernel: int, branches: tuple[Branch, ...] = ()):
+    def __init__(self, channels: int, kernel: int, branches: Sequence = ()):
         super().__init__()
         self.kernel = kernel
         self.lk = DWConv2d(channels, kernel, bias=False)
         self.lk_bn = nn.BatchNorm2d(channels)
         self.branches = nn.ModuleList()
         self.branch_bns = nn.ModuleList()
-        self.branch_specs = tuple(branches)
-        for b in branches:
-            self.branches.append(DWConv2d(channels, b.kernel, b.dilation, bias=False))
+        self.branch_specs = branch_pairs(branches)
+        for k, d in self.branch_specs:
+            self.branches.append(DWConv2d(channels, k, d, bias=False))
             self.branch_bns.append(nn.BatchNorm2d(channels))
         self.deployed = False
 
@@ -136,9 +137,9 @@ class ReparamDWConv(nn.Module):
             return
         fused = fuse_conv_bn(self.lk, self.lk_bn)
         w, b = fused.weight.clone(), fused.bias.clone()
-        for conv, bn, spec in zip(self.branches, self.branch_bns, self.branch_specs):
+        for conv, bn, (_k, dilation) in zip(self.branches, self.branch_bns, self.branch_specs):
             f = fuse_conv_bn(conv, bn)
-            w += pad_to(dilated_to_dense(f.weight, spec.dilation), self.kernel)
+            w += pad_to(dilated_to_dense(f.weight, dilation), self.kernel)
             b += f.bias
         fused.weight.copy_(w)
         fused.bias.copy_(b)
@@ -147,7 +148,14 @@ class ReparamDWConv(nn.Module):
         self.deployed = True
 
 
-def depthwise(channels: int, kernel: int, branches: tuple[Branch, ...], bias_when_plain: bool = True) -> nn.Module:
+def branch_pairs(branches: Sequence) -> tuple[tuple[int, int], ...]:
+    """Re-param branches as ``(kernel, dilation)`` pairs, from pairs or from objects with ``kernel`` and
+    ``dilation`` (``lkscale.spec.Branch``)."""
+    return tuple((int(b.kernel), int(b.dilation)) if hasattr(b, "kernel") else (int(b[0]), int(b[1]))
+                 for b in branches)
+
+
+def depthwise(channels: int, kernel: int, branches: Sequence = (), bias_when_plain: bool = True) -> nn.Module:
     """A plain depthwise conv when there are no branches, else a ReparamDWConv."""
     if branches:
         return ReparamDWConv(channels, kernel, branches)

@@ -8,21 +8,29 @@ stride; stride 1 uses a 3x3 conv). Transition: LayerNorm + 2x2 stride-2 conv. He
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Sequence
+
 import torch
 from timm.layers import DropPath, LayerNorm, LayerNorm2d, Mlp
 from torch import nn
 
 from lkscale.blocks.common import PoolHead, depthwise, trunc_normal_init
-from lkscale.spec import ArchSpec, StageSpec
+
+if TYPE_CHECKING:  # the make_blocks adapter reads a StageSpec; the block classes take plain arguments
+    from lkscale.spec import ArchSpec, StageSpec
 
 
 class ConvNeXtBlock(nn.Module):
-    def __init__(self, channels: int, stage: StageSpec, drop_path: float, ls_init: float):
+    """ConvNeXt's Block; ``reparam``: ``(kernel, dilation)`` branches beside the depthwise conv;
+    ``ls_init_value`` 0 leaves layer scale out."""
+
+    def __init__(self, dim: int, kernel_size: int = 7, mlp_ratio: float = 4.0, reparam: Sequence = (),
+                 drop_path: float = 0.0, ls_init_value: float = 1e-6):
         super().__init__()
-        self.conv_dw = depthwise(channels, stage.kernel, stage.reparam)
-        self.norm = LayerNorm(channels, eps=1e-6)
-        self.mlp = Mlp(channels, int(round(stage.ffn_ratio * channels)), act_layer=nn.GELU)
-        self.gamma = nn.Parameter(ls_init * torch.ones(channels)) if ls_init > 0 else None
+        self.conv_dw = depthwise(dim, kernel_size, reparam)
+        self.norm = LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(round(mlp_ratio * dim)), act_layer=nn.GELU)
+        self.gamma = nn.Parameter(ls_init_value * torch.ones(dim)) if ls_init_value > 0 else None
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -38,7 +46,8 @@ init_part = trunc_normal_init  # timm's ConvNeXt init: trunc-normal(0.02) convs 
 
 
 def make_blocks(stage: StageSpec, drop_path: list[float], spec: ArchSpec) -> list[nn.Module]:
-    return [ConvNeXtBlock(stage.width, stage, dp, spec.layer_scale) for dp in drop_path]
+    return [ConvNeXtBlock(stage.width, stage.kernel, stage.ffn_ratio, stage.reparam, dp, spec.layer_scale)
+            for dp in drop_path]
 
 
 def make_stem(in_chans: int, out_chans: int, stride: int) -> nn.Module:

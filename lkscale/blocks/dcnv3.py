@@ -27,6 +27,8 @@ afterwards, as InternImage's ``_init_deform_weights`` does.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm, LayerNorm2d, Mlp
@@ -35,7 +37,9 @@ from torch import nn
 from lkscale.blocks.common import ConvBN, PoolHead, trunc_normal_init
 from lkscale.ops import DWConv2d
 from lkscale.ops.dcnv3 import dcnv3_core
-from lkscale.spec import ArchSpec, StageSpec
+
+if TYPE_CHECKING:  # the make_blocks adapter reads a StageSpec; the block classes take plain arguments
+    from lkscale.spec import ArchSpec, StageSpec
 
 LN_EPS = 1e-6
 CLS_SCALE = 1.5  # InternImage's head widens the last stage by this factor
@@ -86,15 +90,16 @@ class DCNv3(nn.Module):
 class InternImageLayer(nn.Module):
     """Pre-norm DCNv3 + MLP residual layer (NCHW in and out)."""
 
-    def __init__(self, channels: int, stage: StageSpec, drop_path: float, ls_init: float):
+    def __init__(self, dim: int, kernel_size: int = 3, groups: int = 4, mlp_ratio: float = 4.0,
+                 drop_path: float = 0.0, ls_init_value: float = 0.0):
         super().__init__()
-        self.norm1 = LayerNorm(channels, eps=LN_EPS)
-        self.dcn = DCNv3(channels, stage.kernel, stage.dcn_groups)
-        self.norm2 = LayerNorm(channels, eps=LN_EPS)
-        self.mlp = Mlp(channels, int(channels * stage.ffn_ratio), act_layer=nn.GELU)
-        if ls_init > 0:
-            self.gamma1 = nn.Parameter(ls_init * torch.ones(channels))
-            self.gamma2 = nn.Parameter(ls_init * torch.ones(channels))
+        self.norm1 = LayerNorm(dim, eps=LN_EPS)
+        self.dcn = DCNv3(dim, kernel_size, groups)
+        self.norm2 = LayerNorm(dim, eps=LN_EPS)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
+        if ls_init_value > 0:
+            self.gamma1 = nn.Parameter(ls_init_value * torch.ones(dim))
+            self.gamma2 = nn.Parameter(ls_init_value * torch.ones(dim))
         else:
             self.gamma1 = self.gamma2 = None
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -119,7 +124,8 @@ def init_part(m: nn.Module) -> None:
 
 
 def make_blocks(stage: StageSpec, drop_path: list[float], spec: ArchSpec) -> list[nn.Module]:
-    layers: list[nn.Module] = [InternImageLayer(stage.width, stage, dp, spec.layer_scale) for dp in drop_path]
+    layers: list[nn.Module] = [InternImageLayer(stage.width, stage.kernel, stage.dcn_groups, stage.ffn_ratio, dp,
+                                                spec.layer_scale) for dp in drop_path]
     layers.append(LayerNorm2d(stage.width, eps=LN_EPS))  # end-of-stage norm, as InternImageBlock.norm
     return layers
 

@@ -36,6 +36,7 @@ stays (a BN before a zero-padded 3x3 conv does not fold exactly).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +46,9 @@ from torch import nn
 from lkscale.blocks.common import ConvBN, bn_scale_shift, fold_bn_into_next_conv, trunc_normal_init
 from lkscale.blocks.replk import BNPoolHead
 from lkscale.ops import DWConv2d
-from lkscale.spec import ArchSpec, StageSpec
+
+if TYPE_CHECKING:  # the make_blocks adapter reads a StageSpec; the block classes take plain arguments
+    from lkscale.spec import ArchSpec, StageSpec
 
 SIGMA_INIT = 1e-5  # the reference's init for both feature-decomposition scales
 
@@ -211,15 +214,18 @@ class ChannelAggregationFFN(nn.Module):
 
 
 class MogaBlock(nn.Module):
-    def __init__(self, channels: int, stage: StageSpec, drop_path: float, ls_init: float):
+    """``kernel_size``: the dilation-3 branch of the value path; ``ls_init_value`` 0 leaves layer scale out."""
+
+    def __init__(self, dim: int, kernel_size: int = 7, mlp_ratio: float = 4.0, drop_path: float = 0.0,
+                 ls_init_value: float = 1e-5):
         super().__init__()
-        self.norm1 = nn.BatchNorm2d(channels)
-        self.attn = MultiOrderGatedAggregation(channels, stage.kernel)
-        self.norm2 = nn.BatchNorm2d(channels)
-        self.mlp = ChannelAggregationFFN(channels, int(channels * stage.ffn_ratio))
-        if ls_init > 0:
-            self.layer_scale_1 = nn.Parameter(torch.full((1, channels, 1, 1), float(ls_init)))
-            self.layer_scale_2 = nn.Parameter(torch.full((1, channels, 1, 1), float(ls_init)))
+        self.norm1 = nn.BatchNorm2d(dim)
+        self.attn = MultiOrderGatedAggregation(dim, kernel_size)
+        self.norm2 = nn.BatchNorm2d(dim)
+        self.mlp = ChannelAggregationFFN(dim, int(dim * mlp_ratio))
+        if ls_init_value > 0:
+            self.layer_scale_1 = nn.Parameter(torch.full((1, dim, 1, 1), float(ls_init_value)))
+            self.layer_scale_2 = nn.Parameter(torch.full((1, dim, 1, 1), float(ls_init_value)))
         else:
             self.layer_scale_1 = self.layer_scale_2 = None
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -303,7 +309,7 @@ def init_part(m: nn.Module) -> None:
 
 
 def make_blocks(stage: StageSpec, drop_path: list[float], spec: ArchSpec) -> list[nn.Module]:
-    return [MogaBlock(stage.width, stage, dp, spec.layer_scale) for dp in drop_path]
+    return [MogaBlock(stage.width, stage.kernel, stage.ffn_ratio, dp, spec.layer_scale) for dp in drop_path]
 
 
 def make_stem(in_chans: int, out_chans: int, stride: int) -> nn.Module:

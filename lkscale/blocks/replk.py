@@ -9,22 +9,27 @@ stem stride 2 or 1). Transition: 1x1 conv-BN-ReLU then dw 3x3 s2 conv-BN-ReLU. H
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Sequence
+
 import torch
 from timm.layers import DropPath
 from torch import nn
 
 from lkscale.blocks.common import ConvBN, PoolHead, ReparamDWConv, fold_bn_into_next_conv, fold_bn_into_next_linear
-from lkscale.spec import ArchSpec, StageSpec
+if TYPE_CHECKING:  # the make_blocks adapter reads a StageSpec; the block classes take plain arguments
+    from lkscale.spec import ArchSpec, StageSpec
 
 
 class RepLKBlock(nn.Module):
-    def __init__(self, channels: int, stage: StageSpec, drop_path: float):
+    """RepLKNet's RepLKBlock; ``reparam``: ``(kernel, dilation)`` branches beside the large kernel."""
+
+    def __init__(self, dim: int, kernel_size: int, reparam: Sequence = (), drop_path: float = 0.0):
         super().__init__()
-        self.prebn = nn.BatchNorm2d(channels)
-        self.pw1 = ConvBN(channels, channels, 1, act=nn.ReLU)
-        self.large_kernel = ReparamDWConv(channels, stage.kernel, stage.reparam)
+        self.prebn = nn.BatchNorm2d(dim)
+        self.pw1 = ConvBN(dim, dim, 1, act=nn.ReLU)
+        self.large_kernel = ReparamDWConv(dim, kernel_size, reparam)
         self.lk_act = nn.ReLU()
-        self.pw2 = ConvBN(channels, channels, 1)
+        self.pw2 = ConvBN(dim, dim, 1)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -38,13 +43,13 @@ class RepLKBlock(nn.Module):
 
 
 class ConvFFN(nn.Module):
-    def __init__(self, channels: int, ratio: float, drop_path: float):
+    def __init__(self, dim: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
         super().__init__()
-        hidden = int(round(channels * ratio))
-        self.prebn = nn.BatchNorm2d(channels)
-        self.pw1 = ConvBN(channels, hidden, 1)
+        hidden = int(round(dim * mlp_ratio))
+        self.prebn = nn.BatchNorm2d(dim)
+        self.pw1 = ConvBN(dim, hidden, 1)
         self.act = nn.GELU()
-        self.pw2 = ConvBN(hidden, channels, 1)
+        self.pw2 = ConvBN(hidden, dim, 1)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +64,7 @@ class ConvFFN(nn.Module):
 def make_blocks(stage: StageSpec, drop_path: list[float], spec: ArchSpec) -> list[nn.Module]:
     blocks: list[nn.Module] = []
     for dp in drop_path:
-        blocks.append(RepLKBlock(stage.width, stage, dp))
+        blocks.append(RepLKBlock(stage.width, stage.kernel, stage.reparam, dp))
         blocks.append(ConvFFN(stage.width, stage.ffn_ratio, dp))
     return blocks
 
