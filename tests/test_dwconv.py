@@ -220,14 +220,23 @@ def test_reparam_module_trains_through_fast_path():
     torch.testing.assert_close(run("lk"), run("torch"), rtol=1e-4, atol=1e-5)
 
 
-def test_autocast_and_other_dtypes_take_plain_path(monkeypatch):
+def test_other_dtypes_take_plain_path(monkeypatch):
     calls = []
     monkeypatch.setattr(impl.DepthwiseConvFn, "apply", lambda *a: calls.append(a))
     m = DWConv2d(4, 15)
-    x = torch.randn(2, 4, 10, 10, requires_grad=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = m(x)
-    y.float().sum().backward()
-    assert y.dtype == torch.bfloat16 and x.grad is not None
     m.to(torch.bfloat16)(torch.randn(2, 4, 10, 10, dtype=torch.bfloat16, requires_grad=True)).sum().backward()
     assert calls == []
+
+
+def test_cpu_autocast_runs_fp32_fast_path(monkeypatch):
+    """Under bf16 autocast on CPU the depthwise conv runs in fp32 (our path), matching fp32 F.conv2d."""
+    monkeypatch.delenv("LKSCALE_DWCONV", raising=False)
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    w = torch.randn(4, 1, 13, 13, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = depthwise_conv2d(x.to(torch.bfloat16), w, None, 6)
+    assert y.dtype == torch.float32 and "DepthwiseConvFn" in type(y.grad_fn).__name__
+    ref = F.conv2d(x.to(torch.bfloat16).float(), w, None, 1, 6, 1, 4)
+    _close(y.detach(), ref.detach())
+    y.sum().backward()
+    assert w.grad is not None and x.grad is not None and x.grad.dtype == torch.float32

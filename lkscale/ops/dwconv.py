@@ -15,7 +15,8 @@ goes through ``depthwise_conv2d``; that function picks the implementation:
 * small effective kernels (``< LARGE_KERNEL_MIN`` taps across, chosen by measurement with
   ``benchmarks/dwconv.py``) keep PyTorch's conv and autograd, of the cropped kernel.
 
-Dilated convs (re-param branches), dtypes other than float32/float64 and CPU autocast use ``F.conv2d``.
+Dilated convs (re-param branches) and dtypes other than float32/float64 use ``F.conv2d``; under CPU
+autocast the conv runs in float32 through the paths above (its output is float32).
 
 On CUDA tensors (:func:`_cuda_path`) the kernel is cropped the same way; effective kernels of
 ``TRITON_MIN_KERNEL`` taps and more go through the Triton kernels of :mod:`lkscale.ops.triton_dwconv`
@@ -121,6 +122,11 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         return F.conv2d(x, weight, bias, 1, padding, dilation, weight.shape[0])
     if x.is_cuda:
         return _cuda_path(x, weight, bias, padding)
+    if x.device.type == "cpu" and _autocast_on("cpu"):
+        # bf16 autocast on CPU: a depthwise conv is memory-bound and oneDNN's bf16 depthwise path is slow
+        # at large kernels (a K=31 RepLK step measured 3.6x slower under bf16): run ours in fp32
+        with torch.autocast("cpu", enabled=False):
+            return depthwise_conv2d(x.float(), weight.float(), None if bias is None else bias.float(), padding)
     kh, kw = weight.shape[-2:]
     if (x.dim() != 4 or x.device.type != "cpu" or kh % 2 == 0 or padding != kh // 2 or kh != kw
             or x.dtype not in (torch.float32, torch.float64) or weight.dtype != x.dtype
