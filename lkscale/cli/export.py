@@ -14,7 +14,8 @@ def add_parser(subparsers) -> None:
         description="For each winner, a folder OUT/<name> with spec.yaml, model.safetensors (train form), "
                     "deploy.safetensors and model.onnx (re-parameterised; ONNX checked against PyTorch with "
                     "onnxruntime), config.json (timm local-dir), export.json and card.md. "
-                    "Load one with lkscale.load(folder) or timm.create_model('local-dir:<folder>').")
+                    "Load one with lkscale.load(folder), or with timm.create_model('local-dir:<folder>', "
+                    "pretrained=True) after lkscale.register_timm().")
     p.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `lkscale search`")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--top", type=int, metavar="N", help="the N complete trials with the best validation accuracy")
