@@ -93,8 +93,16 @@ def test_refuses_pickle_paths_unknown_formats_and_bad_arguments(tmp_path):
         read_meta(odd)
 
 
-def test_train_save_folder_loads_back(tmp_path, capsys):
-    """`lkscale train --save DIR` -> `lkscale.load(DIR)`: right class count and spec, the same outputs."""
+def test_train_save_folder_loads_back(tmp_path, capsys, monkeypatch):
+    """`lkscale train --save DIR` -> `lkscale.load(DIR)`: right class count and spec, the same outputs
+    (before lkscale.weights, the folder had no spec or class count and load built a 1000-class head)."""
+    import pickle
+
+    def no_pickle(*a, **k):
+        raise AssertionError("pickle used")
+
+    for mod, fn in ((torch, "save"), (torch, "load"), (pickle, "dump"), (pickle, "dumps"), (pickle, "load")):
+        monkeypatch.setattr(mod, fn, no_pickle)
     spec_file = tmp_path / "tiny.yaml"
     SPEC.save(str(spec_file))
     out = tmp_path / "saved"
@@ -116,3 +124,16 @@ def test_train_save_folder_loads_back(tmp_path, capsys):
         assert ref.abs().max() > 0.01
         torch.testing.assert_close(deploy(x), ref, rtol=1e-4, atol=1e-4)
     assert deploy.deployed and not model.deployed
+
+
+def test_search_weights_carry_the_schema(smoke_run):
+    """Every weights file of a real search run is safetensors whose metadata rebuilds the model."""
+    wdir = os.path.join(smoke_run, "weights")
+    files = sorted(os.listdir(wdir))
+    assert files and all(f.endswith(".safetensors") for f in files)  # nothing pickled
+    for f in files:
+        state, meta = read_weights(os.path.join(wdir, f))
+        assert meta.spec is not None and f == f"{meta.spec.name}.safetensors"
+        model = lkscale.build_model(meta.spec, num_classes=meta.num_classes, in_chans=meta.in_chans)
+        model.load_state_dict(state, strict=True)
+        assert meta.classes is not None and len(meta.classes) == meta.num_classes and len(meta.mean) == meta.in_chans
