@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 DATASETS = ("imagefolder", "cifar10", "fashion_mnist", "synthetic")
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
-SCHEDULERS = ("moasha", "asha", "optuna", "none")
+SCHEDULERS = ("moasha", "asha", "none")
 MODES = ("front", "scaling")
 RUNTIMES = ("onnxruntime", "torch", "compile", "cuda")
 LATENCY_SOURCES = ("measured", "predicted")
@@ -92,6 +92,7 @@ class LatencyConfig:
     rounds: int = 7                # interleaved rounds
     repeats: int = 10              # timed calls per candidate per round
     max_cv: float = 0.1            # relative spread above which a measurement is repeated, then flagged
+    block_stat: str = "min"        # a round's value from its block of calls: min (preemption only adds time) | median
     max_extra_rounds: int = 7
     source: str = "measured"       # measured | predicted
     table: str | None = None       # a calibration table (JSON) for source: predicted
@@ -113,7 +114,7 @@ class BudgetConfig:
 
 @dataclass(frozen=True)
 class PruningConfig:
-    scheduler: str = "moasha"      # moasha | asha | optuna | none
+    scheduler: str = "moasha"      # moasha | asha | none
     grace_epochs: int = 1
     reduction_factor: float = 2.0
 
@@ -162,6 +163,7 @@ RULES: dict[type, dict[str, dict]] = {
                     "threads": _R(kind="int", lo=1), "input_size": _R(kind="int", lo=8, optional=True),
                     "rounds": _R(kind="int", lo=2), "repeats": _R(kind="int", lo=1),
                     "max_cv": _R(kind="num", lo=0, strict=True), "max_extra_rounds": _R(kind="int", lo=0),
+                    "block_stat": _R(kind="str", allowed=("min", "median")),
                     "source": _R(kind="str", allowed=LATENCY_SOURCES), "table": _R(kind="str", optional=True),
                     "objective": _R(kind="str", allowed=OBJECTIVES)},
     BudgetConfig: {"max_params": _R(kind="num", lo=0, strict=True, optional=True),

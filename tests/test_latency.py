@@ -355,3 +355,15 @@ def test_cli_latency_bad_input_exits_2(args, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err and ("error" in err[-1])
+
+
+def test_round_value_is_the_fastest_call_of_its_block_unless_median_is_asked():
+    def preempted(name, runner, n):  # more than half the calls of every block preempted (+4 ms)
+        return [1e-3 if i < n // 2 else 5e-3 for i in range(n)]
+
+    values, _ = L.run_protocol({"a": None}, LatencyConfig(rounds=3, repeats=7), timer=preempted)
+    assert values["a"] == [1e-3] * 3
+    values, _ = L.run_protocol({"a": None}, LatencyConfig(rounds=3, repeats=7, block_stat="median"), timer=preempted)
+    assert values["a"] == [5e-3] * 3
+    with pytest.raises(ValueError, match="block_stat"):
+        L.run_protocol({"a": None}, LatencyConfig(block_stat="mean"), timer=preempted)
