@@ -129,7 +129,8 @@ def test_gpu_training_matches_cpu_and_returns_cpu_model(synthetic):
     assert g.status == "ok" and g.device == "cuda:0" and c.device == "cpu"
     assert next(g.model.parameters()).device.type == "cpu"
     assert s.train.x.device.type == "cpu"             # the caller's data is not moved
-    assert g.history[0]["train_loss"] == pytest.approx(c.history[0]["train_loss"], rel=2e-3)
+    # cuDNN (TF32 convs by default) and CPU kernels round differently: the same run within noise
+    assert g.history[0]["train_loss"] == pytest.approx(c.history[0]["train_loss"], rel=2e-2)
     loss, acc = evaluate(g.model, s.val)
     assert acc == pytest.approx(g.val_acc, abs=1 / len(s.val) + 1e-9)
 

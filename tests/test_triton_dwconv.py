@@ -28,6 +28,15 @@ if DEV == "cpu" and not tdw.interpreted():
 gpu = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device on this machine")
 
 
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """The F.conv2d reference in full fp32 (cuDNN may use TF32 for convolutions by default)."""
+    old = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = old
+
+
 def _rel(a, b):
     return ((a - b).abs().max() / b.abs().max().clamp_min(1.0)).item()
 
