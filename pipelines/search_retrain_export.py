@@ -38,29 +38,23 @@ from typing import Callable
 log = logging.getLogger("lkscale.pipeline")
 
 
-def _node_id() -> str:
-    """The Ray node this task runs on (12 characters), as the search's trial rows name it."""
-    import ray
-
-    return ray.get_runtime_context().get_node_id()[:12]
-
-
 def _retrain_export(run, trial, out_name: str, epochs: int, onnx: bool, stage: dict | None, threads: int) -> dict:
     """Ray task body: retrain one winner from scratch and export it; returns the folder as tar bytes."""
     import torch
 
+    from lkscale.config import DataConfig, from_dict, to_dict
     from lkscale.export import export_trial
-    from lkscale.search import node_data
+    from lkscale.search import node_data, node_id
 
     torch.set_num_threads(max(1, threads))  # Ray sets OMP_NUM_THREADS=1 in workers
-    run.study["data"] = node_data(dict(run.study.get("data") or {}), stage)
+    run.study["data"] = to_dict(node_data(from_dict(DataConfig, run.study.get("data") or {}), stage))
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="lkscale-export-") as tmp:
         folder = export_trial(run, trial, tmp, retrain_epochs=epochs, onnx=onnx)
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tf:
             tf.add(folder, arcname=out_name)
-    return {"name": out_name, "tar": buf.getvalue(), "node": _node_id(), "seconds": round(time.time() - t0, 1)}
+    return {"name": out_name, "tar": buf.getvalue(), "node": node_id(), "seconds": round(time.time() - t0, 1)}
 
 
 def _unpack(result: dict, out: str) -> str:
@@ -91,6 +85,7 @@ def retrain_and_export(run_dir: str, out: str, top: int, retrain_epochs: int, ad
         return [{"name": os.path.basename(p), "folder": p, "node": "driver"} for p in paths]
     import ray
 
+    from lkscale.config import DataConfig, from_dict
     from lkscale.search import data_stage_payload
 
     run = load_run(run_dir)
@@ -99,7 +94,7 @@ def retrain_and_export(run_dir: str, out: str, top: int, retrain_epochs: int, ad
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     cpus = int((run.study.get("resources") or {}).get("cpus_per_trial", 1))
-    stage = data_stage_payload(dict(run.study.get("data") or {})) if address else None
+    stage = data_stage_payload(from_dict(DataConfig, run.study.get("data") or {})) if address else None
     task = ray.remote(_retrain_export).options(num_cpus=cpus, max_retries=1)
     say(f"retraining {len(winners)} winner(s) for {retrain_epochs} epochs as Ray tasks ({cpus} CPU each)")
     refs = {task.remote(run, t, check_name(t.name, "trial name"), retrain_epochs, onnx, stage, cpus): t

@@ -19,7 +19,6 @@ registered as ``lkscale_rep_k13_7_3_d1...`` (:func:`timm_name`).
 from __future__ import annotations
 
 import os
-import re
 import sys
 import warnings
 from typing import Any

@@ -17,6 +17,7 @@ weights file inside the run's ``weights/``.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -27,7 +28,7 @@ from typing import Any, Callable
 import torch
 
 from lkscale import __version__
-from lkscale.config import DataConfig, TrainConfig
+from lkscale.config import DataConfig, TrainConfig, from_dict
 from lkscale.data import load_splits
 from lkscale.export.card import model_card
 from lkscale.export.onnx import export_onnx, seeded_input
@@ -46,27 +47,28 @@ log = logging.getLogger(__name__)
 FORMAT = "lkscale-export/1"
 
 
+def _latency_setting(run) -> dict:
+    """The search's latency measurement settings (``budgets.latency``, or the older flat ``latency_*`` keys)."""
+    b = run.study.get("budgets") or {}
+    lat = b.get("latency") if isinstance(b.get("latency"), dict) else {}
+    return {f"latency_{k}": lat.get(k, b.get(f"latency_{k}")) for k in ("batch_size", "input_size", "threads")}
+
+
 def _study_input_size(run) -> int:
-    b, d = run.study.get("budgets") or {}, run.study.get("data") or {}
-    return int(b.get("latency_input_size") or d.get("input_size") or 32)
+    d = run.study.get("data") or {}
+    return int(_latency_setting(run)["latency_input_size"] or d.get("input_size") or 32)
 
 
 def _data_config(run, test: bool) -> DataConfig:
-    d, p = run.study.get("data") or {}, run.study.get("proxy") or {}
-    return DataConfig(dataset=d.get("dataset", "imagefolder"), root=d.get("root"),
-                      train_per_class=d.get("train_per_class"), val_per_class=d.get("val_per_class", 100),
-                      test_per_class=d.get("test_per_class") if test else 0, input_size=d.get("input_size", 32),
-                      seed=int(p.get("seed", 0)), augment=bool(d.get("augment", True)))
+    """The study's data settings (its own defaults for what the run's study.yaml leaves out)."""
+    cfg = from_dict(DataConfig, run.study.get("data") or {})
+    return cfg if test else dataclasses.replace(cfg, test_per_class=0)
 
 
 def _retrain(run, spec: ArchSpec, epochs: int, say: Callable[[str], None]) -> tuple[torch.nn.Module, Any, dict]:
-    p = run.study.get("proxy") or {}
     splits = load_splits(_data_config(run, test=True))
     model = build_model(spec, num_classes=splits.num_classes, in_chans=splits.in_chans)
-    cfg = TrainConfig(epochs=epochs, batch_size=int(p.get("batch_size", 128)), lr=float(p.get("lr", 2e-3)),
-                      weight_decay=float(p.get("weight_decay", 0.05)), warmup_epochs=float(p.get("warmup_epochs", 0.5)),
-                      label_smoothing=float(p.get("label_smoothing", 0.1)), clip_grad=p.get("clip_grad") or None,
-                      seed=int(p.get("seed", 0)), augment=bool((run.study.get("data") or {}).get("augment", True)))
+    cfg = dataclasses.replace(from_dict(TrainConfig, run.study.get("proxy") or {}), epochs=epochs)
     say(f"retraining {spec.name} from scratch for {epochs} epochs on {len(splits.train)} images")
     result = train_model(model, splits, cfg, callback=lambda m: say(
         f"  epoch {m['epoch']}: val acc {m['val_acc']:.3f}") and None)
@@ -145,14 +147,12 @@ def _trial_spec(trial) -> tuple[str, ArchSpec]:
 def _record(run, trial, spec: ArchSpec, model, deployed, data: dict, norm: dict, weights_source: str,
             metrics: dict, deploy_diff: float) -> dict:
     """``export.json`` (without the ONNX check, added once it ran)."""
-    budgets = run.study.get("budgets") or {}
     return {
         "format": FORMAT, "name": spec.name, "timm_name": timm_name(spec.name), "spec": spec.to_dict(), **data,
         "normalisation": norm, "weights": weights_source, "metrics": metrics,
         "costs": {"params": _count(model), "deploy_params": _count(deployed), "flops": trial.get("flops"),
                   "latency_ms": trial.get("latency_ms"),
-                  "latency_setting": {k: budgets.get(k) for k in
-                                      ("latency_batch_size", "latency_input_size", "latency_threads")},
+                  "latency_setting": _latency_setting(run),
                   "params_search": trial.get("params"), "deploy_params_search": trial.get("deploy_params")},
         "effective_kernels": _effective_kernels(model, data["input_size"], data["in_chans"]),
         "checks": {"deploy_vs_train_max_abs_diff": deploy_diff, "onnx": None},
