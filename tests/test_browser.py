@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 import pytest
-from test_report import write_fake_run
+from test_report import TRIALS, write_fake_run
 
 from lkscale.report import make_report
 
@@ -92,8 +92,20 @@ def test_probe_catches_errors(tmp_path):
     assert any("undefinedFunction" in line for line in _console_lines(res.stderr))
 
 
-def test_report_html_offline_no_errors_plots_render(report_html, tmp_path):
+@pytest.fixture(scope="module")
+def report_html_trained_only(tmp_path_factory):
+    """A run where every trial was trained (no infeasible or failed ones: the strip under a front is empty)."""
+    run = write_fake_run(str(tmp_path_factory.mktemp("browser") / "run"),
+                         trials=[t for t in TRIALS if t[0] not in ("infeasible", "failed")])
+    make_report(run)
+    return os.path.join(run, "report.html")
+
+
+@pytest.mark.parametrize("page", ["report_html", "report_html_trained_only"])
+def test_report_html_offline_no_errors_plots_render(page, request, tmp_path):
     browser = _browser()
+    report_html = request.getfixturevalue(page)
+    n_trials = len(TRIALS) if page == "report_html" else 11
     html = open(report_html, encoding="utf-8").read()
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=['\"]?(https?:)?//", html), "external asset"
     assert "see report.md" not in html.lower()
@@ -104,10 +116,12 @@ def test_report_html_offline_no_errors_plots_render(report_html, tmp_path):
     plots = re.findall(r"<div[^>]+class=\"[^\"]*js-plotly-plot", dom)
     assert len(plots) == 3  # two fronts + one kernel-scaling figure
     assert dom.count('class="main-svg"') >= len(plots)
-    assert len(re.findall(r'class="point"', dom)) >= 13  # markers drawn
+    assert len(re.findall(r'class="point"', dom)) >= n_trials  # markers drawn
     assert "reference point (" in dom  # marked (at the edge when beyond the data)
+    # both fronts keep their x axis (title and tick labels) even with nothing in the "not trained" strip
+    assert dom.count('class="x2title"') == 2 and dom.count('class="x2tick"') >= 6
     rows = re.search(r"<tbody id=\"trials-body\">(.*?)</tbody>", dom, re.S).group(1)
-    assert rows.count("<tr") == 13
+    assert rows.count("<tr") == n_trials
 
 
 def test_report_html_filter_and_probe(report_html, tmp_path):

@@ -63,6 +63,12 @@ def _trace_points(fig, go, groups: dict, front: list[Trial], col: str, ref_x: fl
         if ref_x > last.row[col]:  # the front's last step runs to the reference (clipped at the edge)
             fig.add_trace(go.Scatter(x=[last.row[col], ref_x], y=[last.val_acc] * 2, mode="lines", showlegend=False,
                                      line=dict(color="#d62728", dash="dot"), hoverinfo="skip"), row=1, col=1)
+    untrained = [t for s in ("infeasible", "failed") for t in groups.get(s, []) if t.get(col) is not None]
+    xs = [t.row[col] for t in front or untrained or [t for t in sum(groups.values(), []) if t.get(col) is not None]]
+    if not untrained and xs:  # an empty strip would lose its axis (ticks and title) in plotly.js
+        mid = (min(xs) * max(xs)) ** 0.5 if min(xs) > 0 and max(xs) / min(xs) > 30 else (min(xs) + max(xs)) / 2
+        fig.add_trace(go.Scatter(x=[mid], y=[0.5], mode="text", text=["no infeasible or failed trials"],
+                                 textfont=dict(color="#777", size=11), showlegend=False, hoverinfo="skip"), row=2, col=1)
     for state, sym, color in (("infeasible", "x", "#7f7f7f"), ("failed", "x-thin-open", "#d62728")):
         ts = [t for t in groups.get(state, []) if t.get(col) is not None]
         if ts:
