@@ -46,4 +46,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"front vs {col}: {len(fr['front'])} trials, hypervolume {fr['hypervolume']:.6g} "
                   f"(reference acc 0, {col} {ref[col]:g}; {ref['source']})")
         print(f"report: {result['files']['report']}")
+        if result["files"].get("html"):
+            print(f"report (standalone HTML, opens offline): {result['files']['html']}")
     return 0

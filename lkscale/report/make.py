@@ -1,7 +1,6 @@
 """``make_report(run_dir)``: read a run folder, write report.md, PNG figures and report.html into it."""
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from typing import Any, Callable
@@ -12,7 +11,7 @@ from lkscale.report.labels import OBJECTIVES
 from lkscale.report.markdown import markdown
 from lkscale.report.numbers import FIXED_NOTE, front_result, stored_references
 from lkscale.report.scaling import kernel_scalings
-from lkscale.rundir import Run, RunDir, atomic_write, epochs_saved, load_run, read_summary
+from lkscale.rundir import Run, RunDir, atomic_write, epochs_saved, load_run, update_summary
 
 log = logging.getLogger(__name__)
 SUMMARY_KEY = "report"  # everything the report adds to summary.json lives under this one key
@@ -42,16 +41,14 @@ def write_html(run: Run, result: dict, fronts: dict, scalings: list[dict], path:
 
 def _update_summary(run: Run, result: dict, refs: dict) -> None:
     """Add the report's numbers to summary.json under ``"report"`` only; what search wrote is kept as is."""
-    summary = read_summary(run.path)
-    summary[SUMMARY_KEY] = {
+    update_summary(run.path, {SUMMARY_KEY: {
         "fronts": {k: {"names": [r["name"] for r in v["front"]], "hypervolume": v["hypervolume"],
                        "hypervolume_normalized": v["hypervolume_normalized"], "reference": v["reference"]}
                    for k, v in result["fronts"].items()},
         "trial_epochs_saved": result["trial_epochs_saved"],
         "reference_point": refs,
         "files": result["files"],
-    }
-    atomic_write(RunDir(run.path).summary_json, json.dumps(summary, indent=2))
+    }})
 
 
 def make_report(run_dir: str, reference: dict | None = None, figures: bool = True, html_report: bool = True,
