@@ -3,7 +3,7 @@
 - AdamW (no weight decay on norms, biases, layer scales), cosine learning rate with linear warm-up,
   set per step; label smoothing; gradient-norm clipping; channels_last; an explicit thread count.
 - After every epoch ``callback(metrics)`` is called with ``epoch, train_loss, val_loss, val_acc,
-  epoch_seconds, images_per_s, lr``; returning True (or ``STOP``) stops training (status ``stopped``),
+  epoch_seconds, images_per_s, lr, step, device, precision``; returning True (or ``STOP``) stops training (status ``stopped``),
   which is how a search prunes a weak candidate.
 - A NaN/inf loss ends the run with status ``nan`` and a message; nothing raises.
 - Seeded: the same seed on one thread gives the same result bit for bit.
@@ -370,6 +370,8 @@ def _train(model, splits, cfg, callback, on_step) -> TrainResult:
             "images_per_s": loss_n / t_train if t_train > 0 else 0.0,
             "lr": lr_at(max(0, run.step - 1), run.total_steps, run.warmup_steps, cfg),
             "step": run.step,
+            "device": str(run.device),
+            "precision": cfg.precision,
         }
         res.history.append(metrics)
         res.val_acc, res.val_loss, res.epochs_done = val_acc, val_loss, epoch + 1

@@ -84,6 +84,7 @@ def test_bf16_autocast_on_cpu_trains_in_bf16(synthetic):
     cfg = TrainConfig(epochs=2, batch_size=16, lr=2e-3, threads=1, seed=0, precision="bf16", device="cpu")
     res = train_model(model, s, cfg)
     assert res.status == "ok" and res.precision == "bf16" and res.device == "cpu"
+    assert all(h["device"] == "cpu" and h["precision"] == "bf16" for h in res.history)   # per-epoch metrics
     assert torch.bfloat16 in seen
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"] + 0.5
     ref = train_model(_model(s), s, TrainConfig(epochs=2, batch_size=16, lr=2e-3, threads=1, seed=0))
