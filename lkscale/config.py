@@ -146,6 +146,23 @@ class ResourceConfig:
     gpus_per_trial: float = 0.0    # fractional: several trials share one GPU
 
 
+@dataclass(frozen=True)
+class FidelityConfig:
+    """Retrain a sample of a finished search at a higher fidelity (``lkscale fidelity``; ``fidelity:`` in a
+    study runs it after the search). None: the study's own setting."""
+    enabled: bool = True
+    sample: int = 8                     # the front plus candidates spread over accuracy and latency
+    epochs: int = 16                    # 4x the main study's proxy epochs
+    train_per_class: int | None = None
+    val_per_class: int | None = None    # None: the proxy's validation images (same seed: the same images)
+    augment: bool = True
+    input_size: int | None = None
+    concurrency: int = 2
+    seed: int = 0
+    top_k: int = 3
+    warn_tau: float = 0.5               # warn when Kendall tau (point estimate) is below this
+
+
 # ------------------------------------------------------------------------------------------ validation
 # Rules per field: (kind, lower bound, strict, optional, allowed). kind: int | num | bool | str.
 _R = dict
@@ -177,6 +194,11 @@ RULES: dict[type, dict[str, dict]] = {
                    "concurrency": _R(kind="int", lo=1), "seed": _R(kind="int", lo=0),
                    "mode": _R(kind="str", allowed=MODES), "replicates": _R(kind="int", lo=1)},
     ResourceConfig: {"cpus_per_trial": _R(kind="num", lo=0, strict=True), "gpus_per_trial": _R(kind="num", lo=0)},
+    FidelityConfig: {"enabled": _R(kind="bool"), "sample": _R(kind="int", lo=3), "epochs": _R(kind="int", lo=1),
+                     "train_per_class": _R(kind="int", lo=1, optional=True),
+                     "val_per_class": _R(kind="int", lo=1, optional=True), "augment": _R(kind="bool"),
+                     "input_size": _R(kind="int", lo=8, optional=True), "concurrency": _R(kind="int", lo=1),
+                     "seed": _R(kind="int", lo=0), "top_k": _R(kind="int", lo=1), "warn_tau": _R(kind="num", lo=-1)},
 }
 NESTED = {BudgetConfig: {"latency": LatencyConfig}, SearchConfig: {"pruning": PruningConfig, "confirm": ConfirmConfig}}
 

@@ -49,7 +49,7 @@ def keep_top(points: dict, fraction: float) -> set:
 
 class MultiObjectiveASHA(FIFOScheduler):
     def __init__(self, max_t: int, grace_period: int = 1, reduction_factor: float = 2, time_attr: str = "epoch",
-                 acc: str = "val_acc", cost: str = "latency_ms"):
+                 acc: str = "val_acc", cost: str = "latency_ms", history: list | None = None):
         super().__init__()
         if grace_period < 1 or reduction_factor <= 1:
             raise ValueError("grace_period must be >= 1 and reduction_factor > 1")
@@ -60,11 +60,17 @@ class MultiObjectiveASHA(FIFOScheduler):
             self.rungs.append(int(r))
             r = math.ceil(r * reduction_factor)
         self.recorded: dict[int, dict[str, tuple[float, float]]] = {r: {} for r in self.rungs}
+        for key, accs, cost in history or []:  # a resumed search: the rungs as the record left them
+            for r in self.rungs:
+                if len(accs) >= r:
+                    self.recorded[r][key] = (float(accs[r - 1]), float(cost))
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         t = result.get(self.time_attr)
         if t is None or result.get("infeasible") or result.get("failed") or t >= self.max_t:
             return TrialScheduler.CONTINUE
+        if int((trial.config or {}).get("replicate") or 0) > 0:
+            return TrialScheduler.CONTINUE  # extra replicates of a candidate that passed are never pruned
         for rung in reversed(self.rungs):
             if t < rung:
                 continue
@@ -81,9 +87,11 @@ class MultiObjectiveASHA(FIFOScheduler):
         return "MultiObjectiveASHA: " + ", ".join(f"rung {r}: {len(v)}" for r, v in self.recorded.items())
 
 
-def make_scheduler(kind: str, max_t: int, grace_period: int, reduction_factor: float):
+def make_scheduler(kind: str, max_t: int, grace_period: int, reduction_factor: float, history: list | None = None):
+    """``history``: (key, accuracy per epoch, latency) of trials already run (multi-objective ASHA only)."""
     if kind == "moasha":
-        return MultiObjectiveASHA(max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor)
+        return MultiObjectiveASHA(max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor,
+                                  history=history)
     if kind == "asha":
         return ASHAScheduler(time_attr="epoch", metric="val_acc", mode="max", max_t=max_t,
                              grace_period=grace_period, reduction_factor=reduction_factor)

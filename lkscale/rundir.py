@@ -42,17 +42,22 @@ REPORT_HTML = "report.html"
 PARETO_PNG = "pareto_{objective}.png"
 SCALING_PNG = "kernel_scaling.png"
 SCALING_PNG_N = "kernel_scaling_{n}_{family}.png"
+FIDELITY_DIR = "fidelity"            # high-fidelity retrains (their Tune folders and weights), never the proxy's
+FIDELITY_CSV = "fidelity.csv"
+FIDELITY_PNG = "fidelity.png"
+FIDELITY_COLUMNS = ["name", "role", "state", "proxy_acc", "high_acc", "latency_ms", "epochs", "train_per_class",
+                    "val_n", "seconds", "error", "val_acc_epochs", "kernels", "blocks", "spec"]
 
 STATES = ("complete", "pruned", "infeasible", "failed", "running")
 CSV_COLUMNS = ["trial_id", "number", "name", "state", "blocks", "kernels", "depths", "widths", "dcn_groups",
                "reparam", "stem_stride", "params", "deploy_params", "flops", "latency_ms", "val_acc",
                "val_acc_epochs", "epochs_done", "epochs_budget", "seconds", "node", "error", "notes", "seed", "spec",
                "replicate", "val_n", "latency_low_ms", "latency_high_ms", "latency_runtime", "latency_source",
-               "device", "precision"]
+               "latency_search_ms", "device", "precision"]
 JSON_COLS = ("blocks", "kernels", "depths", "widths", "dcn_groups", "reparam", "val_acc_epochs")
-FLOAT_COLS = ("params", "deploy_params", "flops", "latency_ms", "val_acc", "seconds", "latency_low_ms",
-              "latency_high_ms")
-INT_COLS = ("number", "epochs_done", "epochs_budget", "stem_stride", "seed", "replicate", "val_n")
+FLOAT_COLS = ("latency_ms", "val_acc", "seconds", "latency_low_ms",
+              "latency_high_ms", "latency_search_ms")
+INT_COLS = ("params", "deploy_params", "flops", "number", "epochs_done", "epochs_budget", "stem_stride", "seed", "replicate", "val_n")
 
 
 class RunDirError(ValueError):
@@ -107,6 +112,18 @@ class RunDir:
 
     def scaling_png(self, n: int = 0, family: str = "") -> str:
         return self.file(SCALING_PNG if n == 0 else SCALING_PNG_N.format(n=n + 1, family=family))
+
+    @property
+    def fidelity_dir(self) -> str:
+        return self.file(FIDELITY_DIR)
+
+    @property
+    def fidelity_csv(self) -> str:
+        return self.file(FIDELITY_CSV)
+
+    @property
+    def fidelity_png(self) -> str:
+        return self.file(FIDELITY_PNG)
 
 
 def atomic_write(path: str, text: str) -> None:
@@ -279,6 +296,29 @@ def write_costs(run_dir: str, costs: dict) -> None:
     atomic_write(RunDir(run_dir).costs_json, json.dumps(costs, indent=1))
 
 
+def read_fidelity(run_dir: str) -> list[dict]:
+    """Rows of ``fidelity.csv`` (one per retrained candidate; [] when there is none)."""
+    path = RunDir(run_dir).fidelity_csv
+    if not os.path.isfile(path):
+        return []
+    kind = {"val_acc_epochs": "val_acc_epochs", "kernels": "kernels", "blocks": "blocks", "proxy_acc": "val_acc",
+            "high_acc": "val_acc", "latency_ms": "latency_ms", "seconds": "seconds", "epochs": "epochs_done",
+            "train_per_class": "params", "val_n": "val_n"}  # parse as the trials.csv column of that kind
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: parse_value(kind.get(k, k), v) for k, v in raw.items() if k is not None}
+                for raw in csv.DictReader(f)]
+
+
+def write_fidelity(run_dir: str, rows: list[dict]) -> None:
+    """Write ``fidelity.csv`` (the one writer; rows in the order given)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FIDELITY_COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _cell(r.get(k)) for k in FIDELITY_COLUMNS})
+    atomic_write(RunDir(run_dir).fidelity_csv, buf.getvalue())
+
+
 # ----------------------------------------------------------------------------------------- numbers
 def candidates(trials: list[Trial], confidence: float = 0.95) -> list[Trial]:
     """One row per architecture: accuracy = mean over its complete replicates (common random numbers:
@@ -341,4 +381,5 @@ def trial_record(t: Trial) -> dict:
 __all__ = ["STUDY_YAML", "TRIALS_CSV", "SUMMARY_JSON", "COSTS_JSON", "OPTUNA_JOURNAL", "WEIGHTS_DIR", "TUNE_DIR",
            "REPORT_MD", "REPORT_HTML", "STATES", "CSV_COLUMNS", "RunDirError", "RunDir", "Run", "Trial", "atomic_write",
            "parse_value", "read_trials_csv", "read_summary", "load_run", "front_of", "epochs_saved", "trial_record",
-           "write_trials", "read_trials", "update_summary", "write_study", "read_costs", "write_costs", "candidates"]
+           "write_trials", "read_trials", "update_summary", "write_study", "read_costs", "write_costs", "candidates",
+           "FIDELITY_DIR", "FIDELITY_CSV", "FIDELITY_PNG", "FIDELITY_COLUMNS", "read_fidelity", "write_fidelity"]

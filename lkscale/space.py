@@ -125,7 +125,10 @@ def _walk(space: SpaceConfig, get: Callable[[str, Knob], Any], input_size: int) 
             notes.append(f"stage {i}: kernel {k} -> {useful} ({h}x{h} map)")
             s["kernel"] = k = useful
         if s.get("reparam"):
-            kept = [b for b in s["reparam"] if Branch.parse(b, "reparam").span < k]
+            try:
+                kept = [b for b in s["reparam"] if Branch.parse(b, f"stages[{i}].reparam").span < k]
+            except SpecError as e:
+                return Candidate(None, params, notes, str(e))
             if len(kept) != len(s["reparam"]):
                 notes.append(f"stage {i}: branches {[b for b in s['reparam'] if b not in kept]} dropped (not smaller than kernel {k})")
             s["reparam"] = kept

@@ -6,6 +6,7 @@ Every field is validated on load; an error names the field path, the bad value a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from lkscale.config import (NESTED, RULES, BudgetConfig, ConfigError, ConfirmConfig, DataConfig, LatencyConfig,
+                            PruningConfig, ResourceConfig, SearchConfig, TrainConfig, build, to_dict)
 from lkscale.spec import KNOWN_BLOCKS
 
 
@@ -108,74 +111,63 @@ class Study:
     name: str
     description: str
     space: SpaceConfig
-    data: dict
-    proxy: dict
-    budgets: dict
-    search: dict
-    resources: dict
+    data: DataConfig
+    proxy: TrainConfig
+    budgets: BudgetConfig
+    search: SearchConfig
+    resources: ResourceConfig
     output: str
     source: str | None = None
-    raw: dict = field(default_factory=dict, compare=False)
+    raw_space: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def latency(self) -> LatencyConfig:
+        """The latency settings with the input size resolved (the data's when not set)."""
+        lat = self.budgets.latency
+        return lat if lat.input_size else dataclasses.replace(lat, input_size=self.data.input_size)
+
+    def resolved(self) -> dict:
+        """The study with every default filled in; ``parse_study`` reads it back to an equal Study."""
+        def fields(obj, cls) -> dict:
+            d = to_dict(obj)
+            return {k: d[k] for k in (*RULES[cls], *NESTED.get(cls, {}))}
+
+        budgets = fields(self.budgets, BudgetConfig)
+        budgets["latency"] = fields(self.budgets.latency, LatencyConfig)
+        search = fields(self.search, SearchConfig)
+        search["pruning"] = fields(self.search.pruning, PruningConfig)
+        search["confirm"] = fields(self.search.confirm, ConfirmConfig)
+        return {"name": self.name, "description": self.description, "space": self.raw_space,
+                "data": fields(self.data, DataConfig), "proxy": fields(self.proxy, TrainConfig), "budgets": budgets,
+                "search": search, "resources": fields(self.resources, ResourceConfig), "output": self.output}
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.raw, sort_keys=False)
+        return yaml.safe_dump(self.resolved(), sort_keys=False)
 
 
-DATA_DEFAULTS = {"dataset": "imagefolder", "root": None, "train_per_class": 500, "val_per_class": 100,
-                 "test_per_class": None, "input_size": 32, "augment": True}
-PROXY_DEFAULTS = {"epochs": 4, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05, "warmup_epochs": 0.5,
-                  "label_smoothing": 0.1, "clip_grad": 1.0, "seed": 0}
-BUDGET_DEFAULTS = {"max_params": None, "max_flops": None, "max_latency_ms": None, "latency_batch_size": 1,
-                   "latency_input_size": None, "latency_threads": 1, "latency_repeats": 15}
-SEARCH_DEFAULTS = {"sampler": "tpe", "trials": 16, "concurrency": 2, "seed": 0,
-                   "pruning": {"scheduler": "moasha", "grace_epochs": 1, "reduction_factor": 2}}
-RESOURCE_DEFAULTS = {"cpus_per_trial": 1}
-SAMPLERS = ("tpe", "nsga2", "random", "grid")
-SCHEDULERS = ("moasha", "asha", "none")
-DATASETS = ("imagefolder", "cifar10", "fashion_mnist", "synthetic")
+# Old flat latency keys of ``budgets`` (still read): -> fields of ``budgets.latency``.
+_OLD_LATENCY_KEYS = {"latency_batch_size": "batch_size", "latency_input_size": "input_size",
+                     "latency_threads": "threads", "latency_repeats": "repeats"}
 
 
-def _section(raw: Mapping, key: str, defaults: dict) -> dict:
-    val = raw.get(key) or {}
-    if not isinstance(val, Mapping):
+def _section(raw: Mapping, key: str) -> Any:
+    val = raw.get(key)
+    if val is not None and not isinstance(val, Mapping):
         raise StudyError(key, f"expected a mapping, got {type(val).__name__}")
-    unknown = sorted(set(val) - set(defaults))
-    if unknown:
-        raise StudyError(f"{key}.{unknown[0]}", f"unknown field; allowed: {', '.join(defaults)}")
-    out = copy.deepcopy(defaults)
-    for k, v in val.items():
-        if isinstance(defaults.get(k), dict) and isinstance(v, Mapping):
-            bad = sorted(set(v) - set(defaults[k]))
-            if bad:
-                raise StudyError(f"{key}.{k}.{bad[0]}", f"unknown field; allowed: {', '.join(defaults[k])}")
-            out[k].update(v)
-        else:
-            out[k] = v
-    return out
+    return dict(val or {})
 
 
-def _num(sec: dict, key: str, path: str, lo: float | None = None, integer: bool = False, optional: bool = False,
-         strict_lo: bool = False):
-    v = sec[key]
-    if v is None and optional:
-        return
-    if isinstance(v, str):
-        try:
-            v = float(v)
-            sec[key] = v
-        except ValueError:
-            pass
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-    if ok and integer:
-        ok = float(v).is_integer()
-        if ok:
-            sec[key] = v = int(v)
-    if ok and lo is not None:
-        ok = v > lo if strict_lo else v >= lo
-    if not ok:
-        what = "an integer" if integer else "a number"
-        bound = "" if lo is None else f" {'>' if strict_lo else '>='} {lo:g}"
-        raise StudyError(f"{path}.{key}", f"{v!r} must be {what}{bound}" + (" or null" if optional else ""))
+def _budgets(raw: Mapping) -> BudgetConfig:
+    b = _section(raw, "budgets")
+    lat = dict(b.get("latency") or {}) if isinstance(b.get("latency") or {}, Mapping) else b.get("latency")
+    for old, new in _OLD_LATENCY_KEYS.items():
+        if old in b:
+            if isinstance(lat, dict):
+                lat.setdefault(new, b[old])
+            del b[old]
+    if lat:
+        b["latency"] = lat
+    return build(BudgetConfig, b, "budgets")
 
 
 def parse_study(raw: Any, source: str | None = None) -> Study:
@@ -189,57 +181,64 @@ def parse_study(raw: Any, source: str | None = None) -> Study:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
         raise StudyError("name", f"{name!r}: give a name of letters, digits, '_', '-', '.' (at most 64)")
     space = _parse_space(raw.get("space"))
-
-    data = _section(raw, "data", DATA_DEFAULTS)
-    if data["dataset"] not in DATASETS:
-        raise StudyError("data.dataset", f"{data['dataset']!r} unknown; allowed: {', '.join(DATASETS)}")
-    for k in ("train_per_class", "val_per_class", "test_per_class"):
-        _num(data, k, "data", lo=1, integer=True, optional=(k != "val_per_class"))
-    _num(data, "input_size", "data", lo=8, integer=True)
-
-    proxy = _section(raw, "proxy", PROXY_DEFAULTS)
-    _num(proxy, "epochs", "proxy", lo=1, integer=True)
-    _num(proxy, "batch_size", "proxy", lo=1, integer=True)
-    _num(proxy, "lr", "proxy", lo=0, strict_lo=True)
-    for k in ("weight_decay", "warmup_epochs", "label_smoothing", "clip_grad"):
-        _num(proxy, k, "proxy", lo=0)
-    _num(proxy, "seed", "proxy", lo=0, integer=True)
-
-    budgets = _section(raw, "budgets", BUDGET_DEFAULTS)
-    for k in ("max_params", "max_flops", "max_latency_ms"):
-        _num(budgets, k, "budgets", lo=0, optional=True, strict_lo=True)
-    _num(budgets, "latency_batch_size", "budgets", lo=1, integer=True)
-    _num(budgets, "latency_input_size", "budgets", lo=8, integer=True, optional=True)
-    _num(budgets, "latency_threads", "budgets", lo=1, integer=True)
-    _num(budgets, "latency_repeats", "budgets", lo=1, integer=True)
-    if budgets["latency_input_size"] is None:
-        budgets["latency_input_size"] = data["input_size"]
-
-    search = _section(raw, "search", SEARCH_DEFAULTS)
-    if search["sampler"] not in SAMPLERS:
-        raise StudyError("search.sampler", f"{search['sampler']!r} unknown; allowed: {', '.join(SAMPLERS)}")
-    _num(search, "trials", "search", lo=1, integer=True)
-    _num(search, "concurrency", "search", lo=1, integer=True)
-    _num(search, "seed", "search", lo=0, integer=True)
-    pr = search["pruning"]
-    if not isinstance(pr, Mapping):
-        raise StudyError("search.pruning", "expected a mapping {scheduler, grace_epochs, reduction_factor}")
-    if pr["scheduler"] not in SCHEDULERS:
-        raise StudyError("search.pruning.scheduler", f"{pr['scheduler']!r} unknown; allowed: {', '.join(SCHEDULERS)}")
-    _num(pr, "grace_epochs", "search.pruning", lo=1, integer=True)
-    _num(pr, "reduction_factor", "search.pruning", lo=1, strict_lo=True)
-
-    resources = _section(raw, "resources", RESOURCE_DEFAULTS)
-    _num(resources, "cpus_per_trial", "resources", lo=0, strict_lo=True)
-
+    try:
+        data = build(DataConfig, _section(raw, "data"), "data")
+        proxy = build(TrainConfig, _section(raw, "proxy"), "proxy")
+        budgets = _budgets(raw)
+        search = build(SearchConfig, _section(raw, "search"), "search")
+        resources = build(ResourceConfig, _section(raw, "resources"), "resources")
+    except ConfigError as e:
+        raise StudyError(e.field_path, str(e).split(": ", 1)[1]) from None
+    if search.mode == "scaling" and search.sampler != "grid":
+        raise StudyError("search.sampler", f"{search.sampler!r}: a scaling study (search.mode: scaling) measures "
+                                           f"every grid point; use sampler: grid")
     output = raw.get("output") or os.path.join("runs", name)
     if not isinstance(output, str):
         raise StudyError("output", f"{output!r}: give a folder path")
+    study = Study(name=name, description=str(raw.get("description", "")), space=space, data=data, proxy=proxy,
+                  budgets=budgets, search=search, resources=resources, output=output, source=source,
+                  raw_space=copy.deepcopy(dict(raw["space"])))
+    check_space_builds(study)
+    return study
 
-    resolved = dict(raw)
-    resolved.update(data=data, proxy=proxy, budgets=budgets, search=search, resources=resources, output=output)
-    return Study(name=name, description=str(raw.get("description", "")), space=space, data=data, proxy=proxy,
-                 budgets=budgets, search=search, resources=resources, output=output, source=source, raw=resolved)
+
+def check_space_builds(study: Study, limit: int = 512) -> None:
+    """Statically invalid knobs (a depth of 0, a fractional width, DCN groups that do not divide the width,
+    an unsupported stem stride, an unknown re-param branch) fail here, when the study loads, not after
+    Ray starts: every grid point (up to ``limit``, else a seeded sample) is built as an ArchSpec (no
+    model, no cost) and a knob value that never builds a valid network is named."""
+    import itertools
+    import random
+
+    from lkscale.space import candidate as rebuild
+    from lkscale.space import grid as space_grid
+
+    try:
+        g = space_grid(study.space)
+    except ValueError:  # continuous ranges: check the categorical part only, at the range's low end
+        g = {}
+    combos = list(itertools.islice(itertools.product(*g.values()), limit * 8))
+    if len(combos) > limit:
+        combos = random.Random(0).sample(combos, limit)
+    errors: dict[str, str] = {}
+    ok_values: set = set()
+    for combo in combos or [()]:
+        params = dict(zip(g, combo))
+        cand = rebuild(study.space, params, study.data.input_size)
+        if cand.spec is None:
+            errors.setdefault(cand.error or "invalid", str(params))
+        else:
+            ok_values.update(params.items())
+    if not ok_values and errors:
+        first = next(iter(errors))
+        raise StudyError("space", f"no point of the space builds a valid network: {first}")
+    for name, choices in g.items():  # a choice that never builds anything is a static error too
+        for c in choices:
+            if (name, c) not in ok_values and len(combos) < limit:
+                bad = next((e for e, p in errors.items() if f"'{name}': {c!r}" in p), "never builds a network")
+                if "kernel_clip: reject" in bad:
+                    continue  # asked for: such points are recorded infeasible
+                raise StudyError(f"space.{name}", f"choice {c} never builds a valid network: {bad}")
 
 
 def _parse_space(raw: Any) -> SpaceConfig:

@@ -523,7 +523,7 @@ def test_recorder_takes_weights_from_the_checkpoint(tmp_path):
     """A trial on a node without the run folder: its weights reach RUN_DIR/weights via its Tune checkpoint."""
     from ray.tune import Checkpoint
 
-    from lkscale.search import _make_callback_class
+    from lkscale.search.recorder import Recorder
 
     ckpt = tmp_path / "ckpt"
     (ckpt / "weights").mkdir(parents=True)
@@ -535,7 +535,7 @@ def test_recorder_takes_weights_from_the_checkpoint(tmp_path):
     class FakeTrial:
         config = {"name": "net-a"}
 
-    rec = _make_callback_class()(str(run_dir), 2, 0)
+    rec = Recorder(str(run_dir), 2, 0)
     rec.on_checkpoint(0, [], FakeTrial(), Checkpoint.from_directory(str(ckpt)))
     dest = run_dir / "weights" / "net-a.safetensors"
     assert dest.read_bytes() == payload

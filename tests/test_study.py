@@ -5,6 +5,7 @@ import optuna
 import pytest
 import yaml
 
+from lkscale.config import DataConfig, TrainConfig
 from lkscale.space import candidate, grid, map_sizes, suggest
 from lkscale.study import StudyError, load_study, parse_study
 
@@ -58,9 +59,42 @@ def test_malformed_yaml_and_missing_file(tmp_path):
 
 def test_defaults_filled():
     st = parse_study(minimal())
-    assert st.proxy["epochs"] == 4 and st.search["pruning"]["scheduler"] == "moasha"
-    assert st.budgets["latency_input_size"] == st.data["input_size"] == 32
+    assert st.proxy.epochs == TrainConfig().epochs and st.search.pruning.scheduler == "moasha"
+    assert st.latency.input_size == st.data.input_size == 32
     assert yaml.safe_load(st.to_yaml())["search"]["sampler"] == "tpe"
+    # one set of defaults: a study section left out equals the library's own config object
+    assert st.data == DataConfig() and st.proxy == TrainConfig()
+    assert parse_study(yaml.safe_load(st.to_yaml())) == st  # the resolved study reads back to an equal one
+
+
+def test_old_flat_latency_keys_still_read():
+    st = parse_study(minimal(budgets={"latency_threads": 2, "latency_batch_size": 4}))
+    assert st.budgets.latency.threads == 2 and st.budgets.latency.batch_size == 4
+
+
+@pytest.mark.parametrize("space,field,words", [
+    ({"base": "replk_proxy", "depth": 0}, "space", "depth"),
+    ({"base": "replk_proxy", "width": 16.5}, "space", "width"),
+    ({"base": "dcnv3_proxy", "dcn_groups": 7}, "space", "divisible"),
+    ({"base": "replk_proxy", "stem_stride": 3}, "space", "stride"),
+    ({"base": "replk_proxy", "reparam": [[], ["9x"]]}, "space.reparam", "never builds"),
+    ({"base": "replk_proxy", "depth": [1, 0]}, "space.depth", "never builds"),
+])
+def test_statically_invalid_knobs_fail_when_the_study_loads(space, field, words):
+    with pytest.raises(StudyError) as e:
+        parse_study(minimal(space=space))
+    assert e.value.field_path == field and words in str(e.value), str(e.value)
+
+
+def test_scaling_mode_needs_the_grid_and_bad_sections_name_the_field():
+    with pytest.raises(StudyError, match="search.sampler.*scaling"):
+        parse_study(minimal(search={"mode": "scaling", "sampler": "tpe"}))
+    with pytest.raises(StudyError, match=r"^budgets.latency.runtime: 'tflite' unknown"):
+        parse_study(minimal(budgets={"latency": {"runtime": "tflite"}}))
+    with pytest.raises(StudyError, match=r"^search.replicates: 0 must be an integer >= 1"):
+        parse_study(minimal(search={"replicates": 0}))
+    with pytest.raises(StudyError, match=r"^resources.gpus_per_trial"):
+        parse_study(minimal(resources={"gpus_per_trial": -1}))
 
 
 def test_map_sizes_and_kernel_clipping():
@@ -71,9 +105,12 @@ def test_map_sizes_and_kernel_clipping():
     assert c.spec.kernels == (31, 15, 7, 3)  # 2H-1 with H = 16/8/4/2
     assert [len(s.reparam) for s in c.spec.stages] == [1, 1, 1, 0]  # 5x5 branch dropped on the 3x3 stage
     assert any("27 -> 7" in n for n in c.notes)
-    st = parse_study(minimal(space={"base": "replk_proxy", "kernels": [[31, 29, 27, 13]], "kernel_clip": "reject"}))
-    c = candidate(st.space, {}, 32)
+    st = parse_study(minimal(space={"base": "replk_proxy", "kernels": [[3, 3, 3, 3], [31, 29, 27, 13]],
+                                    "kernel_clip": "reject"}))
+    c = candidate(st.space, {"kernels": "[31, 29, 27, 13]"}, 32)
     assert c.spec is None and "exceeds" in c.error
+    with pytest.raises(StudyError, match="exceeds"):  # only rejected points: the study cannot load
+        parse_study(minimal(space={"base": "replk_proxy", "kernels": [[31, 29, 27, 13]], "kernel_clip": "reject"}))
 
 
 def test_conditional_knobs_and_roundtrip():

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-VERBS = ["search", "report", "export", "cost", "train"]
+VERBS = ["plan", "search", "report", "fidelity", "export", "train", "cost", "latency"]  # the order a user needs them
 
 
 class UsageError(Exception):
@@ -20,7 +20,8 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
     from lkscale.spec import SpecError
 
     types: list[type[BaseException]] = [UsageError, SpecError, FileNotFoundError]
-    for mod, name in (("lkscale.study", "StudyError"), ("lkscale.data", "DataError")):
+    for mod, name in (("lkscale.study", "StudyError"), ("lkscale.data", "DataError"), ("lkscale.config", "ConfigError"),
+                      ("lkscale.rundir", "RunDirError")):
         try:
             types.append(getattr(importlib.import_module(mod), name))
         except (ImportError, AttributeError):

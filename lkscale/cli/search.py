@@ -21,6 +21,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                      "node shares or a URI Ray supports (s3://...); needed on a cluster without "
                                      "a shared filesystem")
     p.add_argument("--optuna-storage", help="Optuna storage: an RDB URL (e.g. postgresql://...) or a journal file")
+    p.add_argument("--download", action="store_true", help="allow fetching CIFAR-10 from its official source when "
+                                                           "no local dataset is found (same as data.download: true)")
+    p.add_argument("--tensorboard", action="store_true", help="also write per-trial TensorBoard event files "
+                                                              "(under the run folder's tune*/ folders)")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     p.add_argument("--verbose", action="store_true", help="show Ray's own status table and worker logs")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
@@ -28,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lkscale.cli import UsageError
-    from lkscale.search import front_table, run_study, write_summary
+    from lkscale.rundir import read_summary
+    from lkscale.search import front_table, run_study
     from lkscale.study import load_study
 
     if args.trials is not None and args.trials < 1:
@@ -39,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     run_dir = run_study(study, output=args.output, resume=args.resume, address=args.address, storage=args.storage,
-                        optuna_url=args.optuna_storage, trials=args.trials, verbose=args.verbose, progress=progress)
-    summary = write_summary(run_dir, study)
+                        optuna_url=args.optuna_storage, trials=args.trials, verbose=args.verbose, progress=progress,
+                        download=args.download, tensorboard=args.tensorboard)
+    summary = read_summary(run_dir)
     if not args.no_report:
         try:
             from lkscale.report import make_report
@@ -51,9 +57,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
-        print(f"\nPareto front (validation accuracy vs deploy latency), {run_dir}:", file=sys.stderr)
+        lat = summary.get("latency", {})
+        print(f"\nPareto front (validation accuracy, mean over replicates with its 95% interval, vs deploy latency: "
+              f"{lat.get('runtime')}, batch {lat.get('batch_size')}, {lat.get('threads')} thread(s)), {run_dir}:",
+              file=sys.stderr)
         print(front_table(run_dir))
         c = summary["counts"]
         print(f"\n{summary['trials']} trials: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
-              + f"; trial-epochs saved by pruning: {summary['trial_epochs_saved']}", file=sys.stderr)
+              + f"; trial-epochs run {summary.get('trial_epochs_run')}, saved by pruning: "
+              f"{summary['trial_epochs_saved']}", file=sys.stderr)
+        if summary.get("confirmed") or summary.get("tied"):
+            print(f"confirmed front: {', '.join(summary.get('confirmed') or []) or 'none'}; tied within noise: "
+                  f"{', '.join(summary.get('tied') or []) or 'none'}", file=sys.stderr)
     return 0 if summary["counts"].get("complete") else 1

@@ -1,0 +1,153 @@
+"""``lkscale plan``: what a study will do and cost, before anything trains.
+
+The study is validated, its space expanded (grid: every point; sampled spaces: a seeded sample), the
+points that build the same network are named as duplicates, each distinct network is costed (params,
+FLOPs and — as the study measures it — deploy latency, side by side), over-budget ones are listed, the
+resources are checked against this machine, and the wall time is estimated from a short measured probe
+of training throughput (train steps of the cheapest and the costliest network, interpolated by FLOPs).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from typing import Callable
+
+import optuna
+
+from lkscale.cost import estimate, measure_train_step
+from lkscale.model import build_model
+from lkscale.search.checks import check_data, check_resources
+from lkscale.search.objective import budget_violations
+from lkscale.space import candidate as rebuild
+from lkscale.space import grid as space_grid
+from lkscale.space import suggest
+from lkscale.study import Study
+
+EVAL_OVERHEAD = 1.25   # per-epoch cost of BN recalibration + validation + the optimiser, over fwd+bwd steps
+TRIAL_OVERHEAD_S = 4.0  # Tune's start of one trial process (measured here: 3-5 s)
+RAY_START_S = 10.0
+
+
+def expand(study: Study, samples: int = 64) -> dict:
+    """Points of the space -> distinct networks; duplicates and invalid points named."""
+    if study.search.sampler == "grid":
+        g = space_grid(study.space)
+        points = [dict(zip(g, combo)) for combo in itertools.product(*g.values())]
+        cands = [(p, rebuild(study.space, p, study.data.input_size)) for p in points]
+        how = "every grid point"
+    else:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=study.search.seed))
+        cands = []
+        for _ in range(samples):
+            t = scratch.ask()
+            c = suggest(t, study.space, study.data.input_size)
+            cands.append((t.params, c))
+        how = f"{samples} random draws (the space is sampled, not enumerated)"
+    distinct: dict[str, dict] = {}
+    invalid = []
+    for params, c in cands:
+        if c.spec is None:
+            invalid.append({"params": params, "error": c.error})
+            continue
+        d = distinct.setdefault(c.name, {"spec": c.spec, "points": [], "notes": sorted(set(c.notes))})
+        d["points"].append(params)
+    # different parameter sets that build the same network (a branch dropped, a kernel clipped)
+    dups = {}
+    for n, d in distinct.items():
+        uniq = {json.dumps(p, sort_keys=True) for p in d["points"]}
+        if len(uniq) > 1:
+            dups[n] = sorted(uniq)
+    return {"how": how, "points": len(cands), "distinct": distinct, "duplicates": dups, "invalid": invalid}
+
+
+def probe_throughput(study: Study, specs: list, say: Callable[[str], None]) -> dict:
+    """Seconds per proxy epoch, measured on the cheapest and the costliest network, by FLOPs."""
+    threads = max(1, int(study.resources.cpus_per_trial))
+    bs, size = study.proxy.batch_size, study.data.input_size
+    out = {}
+    for spec in specs:
+        model = build_model(spec, num_classes=10)
+        r = measure_train_step(model, size, batch_size=bs, threads=threads, warmup=2, repeats=4)
+        out[spec.name] = r["median_ms"] / 1e3
+        say(f"probe: {spec.name} train step {1e3 * out[spec.name]:.0f} ms at batch {bs}, {threads} thread(s)")
+    return out
+
+
+def make_plan(study: Study, latency: bool = True, probe: bool = True,
+              say: Callable[[str], None] = lambda m: None) -> dict:
+    t0 = time.time()
+    check_resources(study)
+    data = check_data(study, say)
+    ex = expand(study)
+    specs = {n: d["spec"] for n, d in ex["distinct"].items()}
+    say(f"costing {len(specs)} distinct networks")
+    costs = {n: estimate(s, input_size=study.latency.input_size, num_classes=10, latency=False) for n, s in specs.items()}
+    lat = {}
+    if latency and specs and study.latency.source == "measured":
+        say(f"measuring latency side by side ({study.latency.runtime})")
+        lat = _measure(study, list(specs.values()))
+    limits = study.budgets.limits()
+    rows = []
+    for n, s in specs.items():
+        c = costs[n]
+        row = {"name": n, "params": c.params, "flops": c.flops, "kernels": list(s.kernels), "blocks": list(s.blocks),
+               "points": len(ex["distinct"][n]["points"]), "notes": ex["distinct"][n]["notes"]}
+        if n in lat:
+            row.update(lat[n])
+        over = budget_violations({k: row.get(k, 0.0) or 0.0 for k in limits}, limits)
+        row["over_budget"] = sorted(k for k, v in over.items() if v > 0 and row.get(k) is not None)
+        rows.append(row)
+    feasible = [r for r in rows if not r["over_budget"]]
+    est = _estimate(study, feasible, ex, say) if probe and feasible else None
+    return {"study": study.name, "mode": study.search.mode, "sampler": study.search.sampler,
+            "expanded": ex["how"], "points": ex["points"], "distinct": len(specs),
+            "duplicates": {n: len(p) for n, p in ex["duplicates"].items()}, "invalid": ex["invalid"][:5],
+            "networks": rows, "over_budget": [r["name"] for r in rows if r["over_budget"]],
+            "data": {"dataset": data.dataset, "root": data.root}, "resources": {
+                "cpus_per_trial": study.resources.cpus_per_trial, "gpus_per_trial": study.resources.gpus_per_trial,
+                "concurrency": study.search.concurrency},
+            "estimate": est, "plan_seconds": round(time.time() - t0, 1)}
+
+
+def _measure(study: Study, specs: list) -> dict:
+    from lkscale.cost import measure_interleaved
+    from lkscale.reparam import reparameterize
+
+    models = {s.name: reparameterize(build_model(s, num_classes=10)).eval() for s in specs}
+    res = measure_interleaved(models, study.latency)
+    return {n: {"latency_ms": r.median_ms, "latency_low_ms": r.ci_low_ms, "latency_high_ms": r.ci_high_ms,
+                "latency_noisy": r.noisy} for n, r in res.items()}
+
+
+def _estimate(study: Study, feasible: list, ex: dict, say: Callable[[str], None]) -> dict:
+    """Wall time: trial-epochs x seconds per epoch (probe, interpolated by FLOPs) / trials at a time."""
+    lo, hi = min(feasible, key=lambda r: r["flops"]), max(feasible, key=lambda r: r["flops"])
+    step_s = probe_throughput(study, [ex["distinct"][lo["name"]]["spec"], ex["distinct"][hi["name"]]["spec"]], say)
+    steps = math.ceil(study.data.train_per_class * 10 / study.proxy.batch_size) if study.data.train_per_class \
+        else None
+    if steps is None:
+        return {"note": "train_per_class is null (all images): no estimate without the dataset size"}
+
+    def epoch_s(r):
+        f0, f1 = lo["flops"], hi["flops"]
+        s0, s1 = step_s[lo["name"]], step_s[hi["name"]]
+        s = s0 if f1 == f0 else s0 + (s1 - s0) * (r["flops"] - f0) / (f1 - f0)
+        return steps * s * EVAL_OVERHEAD
+
+    n = len(feasible) if study.search.sampler == "grid" else min(study.search.trials, len(feasible))
+    n = min(n, study.search.trials)
+    reps = study.search.replicates
+    ordered = sorted(feasible, key=lambda r: r["flops"])
+    pick = ordered if n >= len(ordered) else [ordered[round(i * (len(ordered) - 1) / max(1, n - 1))] for i in range(n)]
+    epochs = int(study.proxy.epochs)
+    work = sum(epoch_s(r) * epochs + TRIAL_OVERHEAD_S for r in pick) * reps
+    conc = max(1, study.search.concurrency)
+    wall = RAY_START_S + work / conc
+    pruned = study.search.mode == "front" and study.search.pruning.scheduler != "none"
+    return {"trials": n * reps, "trial_epochs": n * reps * epochs, "seconds_per_epoch": {
+        r["name"]: round(epoch_s(r), 1) for r in (lo, hi)}, "wall_seconds": round(wall),
+        "note": ("an upper bound: pruning stops some trials early; " if pruned else "") +
+                "measured with this machine otherwise idle: trials sharing cores run slower"}

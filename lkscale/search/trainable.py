@@ -1,0 +1,108 @@
+"""The Tune function trainable: proxy-train one (candidate, replicate), reporting after every epoch.
+
+Common random numbers: replicate ``r`` fixes the data subset, the batch order and the initial weights
+(seed ``proxy.seed + r``) — the same for every candidate — so the difference between two candidates at
+the same replicate cancels the noise they share. The final weights of replicate 0 are written to the
+run folder (``lkscale.weights``); on a cluster they also travel as a Tune checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import traceback
+
+import torch
+
+from lkscale.config import DataConfig, TrainConfig, from_dict
+from lkscale.data import load_splits
+from lkscale.model import build_model
+from lkscale.rundir import RunDir
+from lkscale.search.staging import node_data, node_id
+from lkscale.spec import ArchSpec
+from lkscale.train import train_model
+from lkscale.weights import save_weights
+
+log = logging.getLogger("lkscale.search")
+
+
+def replicate_configs(data: DataConfig, proxy: TrainConfig, replicate: int, threads: int) -> tuple:
+    """The data and training settings of replicate ``replicate`` (common random numbers)."""
+    seed = proxy.seed + replicate
+    return (dataclasses.replace(data, seed=seed, test_per_class=0),
+            dataclasses.replace(proxy, seed=seed, threads=threads))
+
+
+def build_seeded(spec: ArchSpec, seed: int, num_classes: int, in_chans: int) -> torch.nn.Module:
+    """The model's initial weights depend on the replicate's seed only, not on the process."""
+    torch.manual_seed(seed)
+    return build_model(spec, num_classes=num_classes, in_chans=in_chans)
+
+
+def _save(model, spec, splits, path: str) -> None:
+    save_weights(path, model, spec, num_classes=splits.num_classes, in_chans=splits.in_chans,
+                 classes=splits.classes, mean=[float(v) for v in splits.mean], std=[float(v) for v in splits.std],
+                 input_size=splits.input_size)
+
+
+def _weights(model, spec, splits, run_dir: str, checkpoint: bool) -> str | None:
+    """Write the final weights; on a cluster also into a fresh checkpoint folder (returned)."""
+    if not checkpoint:
+        _save(model, spec, splits, RunDir(run_dir).weights(spec.name))
+        return None
+    ckpt = tempfile.mkdtemp(prefix="lkscale-ckpt-")
+    _save(model, spec, splits, RunDir(ckpt).weights(spec.name))
+    if os.path.isdir(run_dir):  # this node sees the driver's folder (one machine, or a shared filesystem)
+        shutil.copyfile(RunDir(ckpt).weights(spec.name), RunDir(run_dir).weights(spec.name) + ".part")
+        os.replace(RunDir(run_dir).weights(spec.name) + ".part", RunDir(run_dir).weights(spec.name))
+    return ckpt
+
+
+def train_candidate(config: dict, data_stage: dict | None = None) -> None:
+    """Tune function trainable (see the module docstring). Never raises: a failure is reported."""
+    from ray import tune  # deferred: this module is importable without Ray running
+
+    base = {"epoch": 0, "val_acc": 0.0, "latency_ms": float(config.get("latency_ms") or 0.0), "node": node_id(),
+            "infeasible": False, "failed": False, "error": "", "replicate": int(config.get("replicate", 0))}
+    if config.get("infeasible"):
+        tune.report({**base, "infeasible": True, "error": config["infeasible"]})
+        return
+    threads = max(1, int(config["cpus_per_trial"]))
+    torch.set_num_threads(threads)  # Ray sets OMP_NUM_THREADS=1 in workers
+    t0, history = time.time(), []
+    try:
+        data, proxy = replicate_configs(from_dict(DataConfig, config["data"]), from_dict(TrainConfig, config["proxy"]),
+                                        base["replicate"], threads)
+        splits = load_splits(node_data(data, data_stage))
+        spec = ArchSpec.from_json(config["spec"])
+        model = build_seeded(spec, proxy.seed, splits.num_classes, splits.in_chans)
+        base["val_n"] = len(splits.val)
+        keep = base["replicate"] == 0
+
+        def on_epoch(m: dict):
+            history.append(float(m["val_acc"]))
+            ckpt = None
+            if m["epoch"] >= proxy.epochs and keep:
+                ckpt = _weights(model, spec, splits, config["run_dir"], bool(config.get("weights_checkpoint")))
+            tune.report({**base, "epoch": m["epoch"], "val_acc": float(m["val_acc"]), "val_loss": float(m["val_loss"]),
+                         "train_loss": float(m["train_loss"]), "epoch_seconds": float(m["epoch_seconds"]),
+                         "images_per_s": float(m["images_per_s"]), "val_acc_epochs": json.dumps(history),
+                         "seconds": time.time() - t0, "device": str(m.get("device", "cpu")),
+                         "precision": proxy.precision},
+                        checkpoint=tune.Checkpoint.from_directory(ckpt) if ckpt else None)
+            if ckpt:
+                shutil.rmtree(ckpt, ignore_errors=True)
+
+        result = train_model(model, splits, proxy, callback=on_epoch)
+        if result.status == "nan":
+            tune.report({**base, "epoch": result.epochs_done, "failed": True, "val_acc_epochs": json.dumps(history),
+                         "error": result.message or "loss became NaN/inf", "seconds": time.time() - t0})
+    except Exception as e:  # noqa: BLE001 - recorded as a failed trial; the study goes on
+        msg = f"{type(e).__name__}: {e}"
+        log.warning("trial failed: %s\n%s", msg, traceback.format_exc())
+        tune.report({**base, "epoch": len(history), "failed": True, "error": msg[:500],
+                     "val_acc_epochs": json.dumps(history), "seconds": time.time() - t0})
