@@ -367,3 +367,23 @@ def test_round_value_is_the_fastest_call_of_its_block_unless_median_is_asked():
     assert values["a"] == [5e-3] * 3
     with pytest.raises(ValueError, match="block_stat"):
         L.run_protocol({"a": None}, LatencyConfig(block_stat="mean"), timer=preempted)
+
+
+# ----------------------------------------------------------------------------- specs: measured | predicted
+def test_measure_specs_shares_a_deploy_form_and_latency_of_predicts_from_a_table(tmp_path):
+    from lkscale.cost import measure as M
+
+    base = lkscale.get_preset("replk_proxy")  # has a 5x5 re-param branch: same deploy form as without
+    specs = [base, base.without_reparam(), _kernels(base, lambda k: 3)]
+    cfg = LatencyConfig(rounds=3, repeats=3, input_size=32)
+    res = M.measure_specs(specs, cfg)
+    assert res[base.name] is res[base.without_reparam().name] and res[specs[2].name].source == "measured"
+    table = P.calibrate(specs, cfg, fit=1, holdout=1)
+    table.save(str(tmp_path / "t.json"))
+    pcfg = dataclasses.replace(cfg, source="predicted", table=str(tmp_path / "t.json"))
+    pred = M.latency_of(specs, pcfg)
+    assert all(r.source == "predicted" and r.error_pct == table.error_pct for r in pred.values())
+    with pytest.raises(ValueError, match="calibrated at 32 px"):
+        M.latency_of(specs, dataclasses.replace(pcfg, input_size=64))
+    with pytest.raises(ValueError, match="needs a calibration table"):
+        M.latency_of(specs, dataclasses.replace(cfg, source="predicted"))

@@ -9,6 +9,7 @@ Modules (one job each):
   rounds for wide ones, ``noisy`` flag) and the older single-model timing.
 - ``quiet``: is the machine quiet enough to measure (reference workload vs its best, load average).
 - ``predictor``: a per-block lookup table calibrated on the target device; ``predict`` any candidate.
+- ``measure``: latency of specs, measured side by side or predicted from a table (what the search calls).
 - ``report``: ``estimate(spec) -> CostReport``.
 """
 from lkscale.cost.flops import (ELEMENTWISE_OPS, FLOP_HANDLES, FLOPS_UNIT, IGNORED_OPS, _EXTRA_HANDLES, _analysis,
@@ -16,6 +17,7 @@ from lkscale.cost.flops import (ELEMENTWISE_OPS, FLOP_HANDLES, FLOPS_UNIT, IGNOR
 from lkscale.cost.kernels import StageCost, dead_conv_params, effective_kernels, padding_macs
 from lkscale.cost.latency import (LatencyResult, measure_interleaved, measure_latency, measure_train_step, median_ci,
                                   robust_cv, run_protocol, wall_timer)
+from lkscale.cost.measure import latency_of, measure_specs
 from lkscale.cost.predictor import LatencyTable, calibrate, network_parts, predict
 from lkscale.cost.quiet import QuietStatus, quiet_check, wait_for_quiet
 from lkscale.cost.report import CostReport, estimate
@@ -25,4 +27,4 @@ __all__ = ["StageCost", "CostReport", "count_params", "count_flops", "effective_
            "measure_latency", "measure_train_step", "estimate", "register_flop_handle", "dead_conv_params",
            "FLOP_HANDLES", "ELEMENTWISE_OPS", "IGNORED_OPS", "FLOPS_UNIT", "LatencyResult", "measure_interleaved",
            "run_protocol", "wall_timer", "median_ci", "robust_cv", "LatencyTable", "calibrate", "predict",
-           "network_parts", "QuietStatus", "quiet_check", "wait_for_quiet", "RUNTIMES", "make_runner"]
+           "network_parts", "measure_specs", "latency_of", "QuietStatus", "quiet_check", "wait_for_quiet", "RUNTIMES", "make_runner"]
