@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 import lkscale
 from lkscale.cli import main as cli_main
+from lkscale.weights import FORMAT as WEIGHTS_FORMAT, read_meta
 from lkscale.export import (ExportError, check_name, export_winners, load, read_export, register_export, safe_child,
                             timm_name)
 
@@ -135,6 +136,11 @@ def test_round_trip_train_and_deploy(exported):
             torch.testing.assert_close(deploy(x), ref, rtol=1e-4, atol=1e-4)
         assert deploy.deployed and not train.deployed
         assert set(load_file(os.path.join(p, "deploy.safetensors"))) == set(deploy.state_dict())
+        for fname, form in (("model.safetensors", "train"), ("deploy.safetensors", "deploy")):  # one schema
+            meta = read_meta(os.path.join(p, fname))
+            assert meta.format == WEIGHTS_FORMAT and meta.form == form and meta.spec == orig.spec
+            assert meta.num_classes == 10 and meta.input_size == 32 and len(meta.mean) == 3
+            assert meta.extra["lkscale_version"] == lkscale.__version__
         # the public entry point gives the same model
         with torch.no_grad():
             assert torch.equal(lkscale.load(p, deploy=True)(x), deploy(x))
