@@ -79,14 +79,17 @@ def test_autograd_with_cropped_kernel_matches_full_conv():
     bb = torch.randn(3, generator=g).to(DEV)
     gy = torch.randn(2, 3, 3, 3, generator=g).to(DEV)
     yr, (gxr, gwr, gbr) = _reference(x, wt, bb, gy)
-    xo, wo, bo = (t.detach().clone().requires_grad_() for t in (x, wt, bb))
-    w_eff = impl.crop_weight(wo, 3, 3)
-    assert tuple(w_eff.shape[-2:]) == (5, 5)
-    y = tdw.depthwise_conv2d_triton(xo, w_eff, bo)
-    gx, gw, gb = torch.autograd.grad(y, (xo, wo, bo), gy)
-    assert _rel(y, yr) < 1e-5 and _rel(gx, gxr) < 1e-5 and _rel(gb, gbr) < 1e-5
-    assert _rel(gw, gwr) < 1e-5
-    assert gw[:, :, :2].abs().max() == 0 and gw[:, :, :, -2:].abs().max() == 0   # taps that never meet the map
+    for cl in (False, True):
+        xo, wo, bo = (t.detach().clone().requires_grad_() for t in (x, wt, bb))
+        xin = xo.contiguous(memory_format=torch.channels_last) if cl else xo
+        w_eff = impl.crop_weight(wo, 3, 3)
+        assert tuple(w_eff.shape[-2:]) == (5, 5)
+        y = tdw.depthwise_conv2d_triton(xin, w_eff, bo)
+        assert y.is_contiguous(memory_format=torch.channels_last) == cl      # the caller's layout back
+        gx, gw, gb = torch.autograd.grad(y, (xo, wo, bo), gy)
+        assert _rel(y, yr) < 1e-5 and _rel(gx, gxr) < 1e-5 and _rel(gb, gbr) < 1e-5
+        assert _rel(gw, gwr) < 1e-5
+        assert gw[:, :, :2].abs().max() == 0 and gw[:, :, :, -2:].abs().max() == 0   # taps never meeting the map
 
 
 def test_bad_shapes_and_modes(monkeypatch):

@@ -169,21 +169,34 @@ def conv_grad_weight(x: torch.Tensor, gy: torch.Tensor, kh: int, kw: int,
     return part.sum(0).unsqueeze(1)
 
 
+def _is_cl(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 class TritonDepthwiseConvFn(torch.autograd.Function):
-    """y = depthwise_conv(x, w) + b through the Triton kernels (odd, already cropped kernel)."""
+    """y = depthwise_conv(x, w) + b through the Triton kernels (odd, already cropped kernel).
+
+    The kernels read pixels along rows, so they run on NCHW copies of channels_last tensors (for the
+    large kernels this path serves, a copy costs two memory passes against K*K multiply-adds per
+    element); results come back in the caller's layout."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
+        ctx.cl = _is_cl(x)
+        x = x.contiguous()
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return conv_fwd(x, weight, bias)
+        y = conv_fwd(x, weight, bias)
+        return y.contiguous(memory_format=torch.channels_last) if ctx.cl else y
 
     @staticmethod
     def backward(ctx, gy):
         x, weight = ctx.saved_tensors
+        gy = gy.contiguous()
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
             gx = conv_grad_input(gy, weight)
+            gx = gx.contiguous(memory_format=torch.channels_last) if ctx.cl else gx
         if ctx.needs_input_grad[1]:
             gw = conv_grad_weight(x, gy, *weight.shape[-2:]).to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
