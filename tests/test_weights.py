@@ -137,3 +137,18 @@ def test_search_weights_carry_the_schema(smoke_run):
         model = lkscale.build_model(meta.spec, num_classes=meta.num_classes, in_chans=meta.in_chans)
         model.load_state_dict(state, strict=True)
         assert meta.classes is not None and len(meta.classes) == meta.num_classes and len(meta.mean) == meta.in_chans
+
+
+def test_load_reads_a_train_folder_of_the_old_schema(tmp_path):
+    """A `lkscale train --save` folder written before lkscale.weights (no spec, no class count in the
+    metadata; spec.yaml beside it) still loads, sized from its class names."""
+    model = _model(num_classes=6)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "model.safetensors"),
+              metadata={"format": "lkscale", "spec_name": SPEC.name, "classes": json.dumps(list("abcdef")),
+                        "mean": "[0.4, 0.5, 0.6]", "std": "[0.2, 0.2, 0.2]", "input_size": "32", "in_chans": "3"})
+    SPEC.save(str(tmp_path / "spec.yaml"))
+    loaded = lkscale.load(str(tmp_path))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert loaded.num_classes == 6 and torch.equal(loaded(x), model(x))
+    assert loaded.pretrained_cfg["mean"] == (0.4, 0.5, 0.6) and loaded.pretrained_cfg["label_names"] == tuple("abcdef")
