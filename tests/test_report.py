@@ -245,3 +245,187 @@ def test_export_real_smoke_winners(smoke_run, tmp_path):
         assert rec["checks"]["onnx"]["max_abs_diff"] <= 1e-4
         with torch.no_grad():
             torch.testing.assert_close(load(p, deploy=True)(x), load(p)(x), rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------ replicates: means, intervals, real steps
+# Common random numbers: replicate r shifts every candidate alike (REP_SHIFT), so the paired steps are
+# much tighter than the spread of one setting. kernels -> (latency ms, mean accuracy, per-replicate jitter)
+REP_SHIFT = (0.0, 0.012, -0.009)
+SCALING = {(3, 3, 3, 3): (2.0, 0.500, (0.001, -0.002, 0.001)),
+           (7, 7, 7, 3): (3.0, 0.580, (-0.002, 0.002, 0.000)),      # the one real step: +8 pp
+           (13, 13, 7, 3): (4.4, 0.582, (0.003, -0.004, 0.003)),    # +0.2 pp: noise
+           (31, 29, 27, 13): (8.5, 0.579, (-0.003, 0.004, -0.002))}  # -0.3 pp: noise
+RE5 = [[5], [5], [5], []]
+# a re-param candidate trained twice (replicates 0 and 1): on the front once, at its mean
+TWICE = ((7, 7, 7, 3), RE5, 3.1, (0.640, 0.650))
+VAL_N = 500
+
+
+def _rep_row(number, name, kern, rep, lat, acc, replicate, state="complete"):
+    params, dparams, flops = COSTS[kern]
+    return {"trial_id": f"t{number:04d}", "number": number, "name": name, "state": state, "blocks": ["replk"] * 4,
+            "kernels": list(kern), "depths": [1, 1, 1, 1], "widths": [8, 16, 32, 64], "dcn_groups": [None] * 4,
+            "reparam": rep, "stem_stride": 2, "params": params + 10 * sum(map(len, rep)), "deploy_params": dparams,
+            "flops": flops, "latency_ms": lat, "latency_low_ms": lat * 0.97, "latency_high_ms": lat * 1.03,
+            "latency_runtime": "onnxruntime", "latency_source": "measured-final", "latency_search_ms": lat * 1.1,
+            "val_acc": acc, "val_acc_epochs": [acc] * 4 if acc is not None else [], "epochs_done": 4 if acc else 1,
+            "epochs_budget": 4, "seconds": 1.0, "replicate": replicate, "val_n": VAL_N, "seed": replicate}
+
+
+def replicate_rows(replicates=3):
+    rows, n = [], 0
+    for i, (kern, (lat, mean, jitter)) in enumerate(SCALING.items()):
+        for r in range(replicates):
+            rows.append(_rep_row(n, _name(100 + i, kern), kern, [[]] * 4, lat, round(mean + REP_SHIFT[r] + jitter[r], 4), r))
+        n += 1
+    kern, rep, lat, accs = TWICE
+    rows += [_rep_row(n, _name(200, kern), kern, rep, lat, a, r) for r, a in enumerate(accs)]
+    rows.append(_rep_row(n + 1, _name(300, (13, 13, 7, 3)), (13, 13, 7, 3), RE5, 4.0, 0.30, 0, "pruned"))
+    return rows
+
+
+def write_replicate_run(path, replicates=3):
+    """A run folder as the search writes it now: trials.csv through rundir.write_trials (one row per
+    architecture and replicate), study.yaml with budgets.latency, summary.json with racing statuses
+    (from lkscale.racing.Race on the same numbers, as the search computes them)."""
+    import yaml
+
+    from lkscale.racing import Candidate, Race
+    from lkscale.rundir import candidates, write_trials
+
+    os.makedirs(path, exist_ok=True)
+    study = {"name": "reps", "space": {"block": "replk"},
+             "data": {"dataset": "synthetic", "train_per_class": 10, "val_per_class": 50, "input_size": 32},
+             "proxy": {"epochs": 4, "batch_size": 16, "lr": 0.004, "seed": 0},
+             "budgets": {"max_latency_ms": 12.0, "latency": {"runtime": "onnxruntime", "batch_size": 1, "threads": 1,
+                                                             "input_size": 32, "source": "measured"}},
+             "search": {"sampler": "grid", "trials": 6, "mode": "scaling", "replicates": replicates,
+                        "confirm": {"confidence": 0.95}}}
+    with open(os.path.join(path, "study.yaml"), "w") as f:
+        yaml.safe_dump(study, f)
+    rows = replicate_rows(replicates)
+    write_trials(path, rows)
+    done = [c for c in candidates(load_run(path).trials) if c.state == "complete"]
+    race = Race([Candidate(c.name, c.latency_ms, (c.latency_high_ms - c.latency_low_ms) / 3.92, c.replicates)
+                 for c in done], alpha=0.05, min_replicates=2, n_val=VAL_N, scale=1.0)
+    verdicts = race.verdicts()
+    status = {n: v.status for n, v in verdicts.items()}
+    with open(os.path.join(path, "summary.json"), "w") as f:
+        json.dump({"study": "reps", "status": status, "mode": "scaling", "replicates": replicates,
+                   "confirmed": sorted(n for n, s in status.items() if s == "confirmed"),
+                   "tied": sorted(n for n, s in status.items() if s == "tied" and verdicts[n].on_front),
+                   "latency": {**study["budgets"]["latency"], "final": "measured-final"}}, f)
+    return path, status
+
+
+@pytest.fixture(scope="module")
+def replicate_report(tmp_path_factory):
+    run, status = write_replicate_run(str(tmp_path_factory.mktemp("reps") / "reps"))
+    return run, status, make_report(run)
+
+
+def _holm(ps):
+    """Holm step-down adjusted p-values, written out here (not lkscale.stats.holm)."""
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    out, running = [0.0] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+def test_report_names_the_significant_step_only(replicate_report):
+    """3 replicates per kernel setting: only the large step is significant, checked against scipy's ttest_rel
+    and a hand-written Holm; report.md names it (Conclusions and the steps table) and not the others."""
+    from scipy.stats import ttest_rel
+
+    run, _status, res = replicate_report
+    rows = [r for r in replicate_rows() if r["reparam"] == [[]] * 4]
+    kernels = list(SCALING)
+    acc = {k: [r["val_acc"] for r in sorted(rows, key=lambda r: r["replicate"]) if tuple(r["kernels"]) == k]
+           for k in kernels}
+    tests = [ttest_rel(acc[b], acc[a]) for a, b in zip(kernels, kernels[1:])]
+    p_holm = _holm([t.pvalue for t in tests])
+    significant = [bool(p <= 0.05) for p in p_holm]
+    assert significant == [True, False, False]  # the fixture's truth: one real step, two noise steps
+    md = open(os.path.join(run, "report.md"), encoding="utf-8").read()
+    conclusions = md.split("## Study settings")[0]
+    sig_line = next(ln for ln in conclusions.splitlines() if "Significant kernel steps" in ln)
+    for (a, b), t, ph, sig in zip(zip(kernels, kernels[1:]), tests, p_holm, significant):
+        step = f"{'-'.join(map(str, a))} -> {'-'.join(map(str, b))}"
+        diff = sum(x - y for x, y in zip(acc[b], acc[a])) / 3
+        assert (step in sig_line) is sig
+        cells = f"| none | {step} | {100 * diff:+.1f} pp"
+        assert cells in md
+        assert f"| {t.pvalue:.3g} / {ph:.3g} | {'**yes**' if sig else 'no'} |" in md.split(cells)[1].splitlines()[0]
+    line = res["kernel_scaling"]["lines"]["none"]
+    assert line["x"] == "effective stage-1 kernel" and line["x_values"] == [3.0, 7.0, 13.0, 31.0]  # min(K, 2 x 16 - 1) on the 16 px stage-1 map
+    assert line["gains_stop_at"] == [7, 7, 7, 3]
+    assert "Gains stop at effective stage-1 kernel 7" in conclusions
+    assert line["fit"] is not None and len(line["fit"]["band_low"]) == len(line["fit"]["grid"])
+    row = next(r for r in res["kernel_scaling"]["rows"] if r["kernels"] == [7, 7, 7, 3] and r["reparam"] == "none")
+    assert row["val_acc_mean"] == pytest.approx(sum(acc[(7, 7, 7, 3)]) / 3) and row["n_replicates"] == 3
+
+
+def test_candidate_with_two_replicates_once_on_the_front_at_its_mean(replicate_report):
+    run, status, res = replicate_report
+    kern, rep, lat, accs = TWICE
+    name = _name(200, kern)
+    front = res["fronts"]["latency"]["front"]
+    names = [r["name"] for r in front]
+    assert names.count(name) == 1 and len(names) == len(set(names))
+    member = next(r for r in front if r["name"] == name)
+    assert member["val_acc"] == pytest.approx(sum(accs) / 2) and member["n_replicates"] == 2
+    assert member["status"] == status[name]
+    md = open(os.path.join(run, "report.md"), encoding="utf-8").read()
+    table_row = next(ln for ln in md.splitlines() if ln.startswith("| ") and f"`{name}`" in ln and "(n=2)" in ln)
+    assert f"{100 * sum(accs) / 2:.1f}% [" in table_row and f"| {status[name]} |" in table_row
+    assert "3.10 [3.01-3.19]" in table_row  # latency median [interval]
+    # the front is computed on means: brute force over candidates' means
+    means = {}
+    for r in replicate_rows():
+        if r["state"] == "complete":
+            means.setdefault(r["name"], (r["latency_ms"], []))[1].append(r["val_acc"])
+    pts = [(sum(a) / len(a), la, n) for n, (la, a) in means.items()]
+    assert set(names) == {n for a, c, n in pts if not any(a2 >= a and c2 <= c and (a2 > a or c2 < c)
+                                                           for a2, c2, _ in pts)}
+
+
+def test_confirmed_and_tied_lines_and_latency_setting(replicate_report):
+    run, status, _res = replicate_report
+    confirmed = [n for n, s in status.items() if s == "confirmed"]
+    tied = [n for n, s in status.items() if s == "tied"]
+    assert confirmed and tied  # the fixture's race resolves some and not others
+    md = open(os.path.join(run, "report.md"), encoding="utf-8").read()
+    html = open(os.path.join(run, "report.html"), encoding="utf-8").read()
+    conf_md = next(ln for ln in md.splitlines() if "**Confirmed front**" in ln)
+    tied_md = next(ln for ln in md.splitlines() if "**Tied within noise**" in ln)
+    assert all(n in conf_md for n in confirmed) and not any(n in conf_md for n in tied)
+    assert all(n in tied_md for n in tied) and not any(n in tied_md for n in confirmed)
+    assert html.count("<b>Confirmed front</b>") >= 1 and html.count("<b>Tied within noise</b>") >= 1
+    for n in confirmed + tied:
+        assert f"<code>{n}</code>" in html
+    for text in (md, html):
+        assert "onnxruntime, batch 1, 1 thread(s), 32 px, deploy form; measured-final" in text
+
+
+def test_one_replicate_says_steps_cannot_be_tested(tmp_path):
+    run, _ = write_replicate_run(str(tmp_path / "one"), replicates=1)
+    res = make_report(run, figures=False)
+    md = open(os.path.join(run, "report.md"), encoding="utf-8").read()
+    assert "Steps cannot be tested: one replicate per setting" in md
+    assert "**Significant kernel steps** (replk): none." in md
+    row = next(r for r in res["kernel_scaling"]["rows"] if r["kernels"] == [3, 3, 3, 3])
+    assert row["interval"] == "wilson" and row["n_replicates"] == 1
+    from lkscale.stats import wilson_interval
+
+    w = wilson_interval(row["val_acc_mean"], VAL_N)
+    assert (row["val_acc_low"], row["val_acc_high"]) == pytest.approx((w.low, w.high))
+    assert f"{100 * w.low:.1f}-{100 * w.high:.1f}] (n=1)" in md
+
+
+def test_run_without_racing_status_shows_none(fake_report):
+    run, res = fake_report
+    md = open(os.path.join(run, "report.md"), encoding="utf-8").read()
+    assert "**Confirmed front**: not determined" in md
+    assert all(r["status"] is None for r in res["fronts"]["latency"]["front"])

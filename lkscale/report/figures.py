@@ -45,25 +45,63 @@ def _dominated_area(ax, front: list[Trial], col: str, ref_x: float, hv: float) -
     ax.fill_between(sx, sy, 0, color="#d62728", alpha=0.08, lw=0, zorder=0, label=f"dominated area\n(hypervolume {hv:.4g})")
 
 
-def _trained_points(ax, groups: dict, front: list[Trial], col: str, ref_x: float) -> None:
+LOW_HIGH = {"val_acc": ("val_acc_low", "val_acc_high"), "latency_ms": ("latency_low_ms", "latency_high_ms")}
+
+
+def error_bars(ts: list, col: str) -> tuple[list[float], list[float]] | None:
+    """(minus, plus) distances from ``col`` to its interval bounds (0 where a bound is missing); None when no
+    trial has an interval for ``col``."""
+    if col not in LOW_HIGH:
+        return None
+    lo_k, hi_k = LOW_HIGH[col]
+    if not any(t.get(lo_k) is not None for t in ts):
+        return None
+    minus = [max(0.0, t.row[col] - t.row[lo_k]) if t.get(lo_k) is not None else 0.0 for t in ts]
+    plus = [max(0.0, t.row[hi_k] - t.row[col]) if t.get(hi_k) is not None else 0.0 for t in ts]
+    return minus, plus
+
+
+FRONT_MARKS = {  # racing status -> (legend label, star face colour)
+    "confirmed": ("confirmed", "#d62728"),
+    "tied": ("tied within noise", "white"),
+    None: ("no racing status", "#d62728"),
+    "dominated": ("dominated (racing)", "#bbbbbb"),
+}
+
+
+def _front_stars(ax, front: list[Trial], col: str, statuses: list) -> None:
+    for status, (label, face) in FRONT_MARKS.items():
+        pts = [t for t, st in zip(front, statuses) if st == status]
+        if pts:
+            ax.scatter([t.row[col] for t in pts], [t.val_acc for t in pts], marker="*", s=170, facecolors=face,
+                       edgecolors="#d62728" if face == "white" else "black", linewidths=1.2 if face == "white" else 0.5,
+                       zorder=5, label=f"front: {label} ({len(pts)})" if status else f"Pareto front ({len(pts)})")
+
+
+def _trained_points(ax, groups: dict, front: list[Trial], col: str, ref_x: float, statuses: list) -> None:
     for state in ("running", "pruned", "complete"):
         ts = [t for t in groups.get(state, []) if t.get(col) is not None and t.get("val_acc") is not None]
         if ts:
-            label = {"complete": "complete", "pruned": "pruned\n(accuracy when stopped)", "running": "running"}[state]
+            label = {"complete": "complete (mean, interval)", "pruned": "pruned\n(accuracy when stopped)",
+                     "running": "running"}[state]
             ax.scatter([t.row[col] for t in ts], [t.val_acc for t in ts], label=f"{label} ({len(ts)})", **_STYLE[state])
+            if state == "complete":
+                yerr, xerr = error_bars(ts, "val_acc"), error_bars(ts, col)
+                ax.errorbar([t.row[col] for t in ts], [t.val_acc for t in ts], yerr=yerr, xerr=xerr, fmt="none",
+                            ecolor="#1f77b4", elinewidth=0.9, alpha=0.55, capsize=2, zorder=2)
     if front:
         px = [t.row[col] for t in front]
         py = [t.val_acc for t in front]
         x_end = ref_x if ref_x > px[-1] else px[-1]  # to the reference (clipped at the axes edge)
         ax.step(px + [x_end], py + [py[-1]], where="post", color="#d62728", lw=1.6, zorder=4)
-        ax.scatter(px, py, marker="*", s=150, color="#d62728", edgecolors="black", linewidths=0.5, zorder=5,
-                   label=f"Pareto front ({len(front)})")
+        _front_stars(ax, front, col, statuses)
 
 
 def _accuracy_axis(ax, run: Run, xlabel: str) -> None:
     from matplotlib.ticker import PercentFormatter
 
-    accs = [t.val_acc for t in run.trials if t.get("val_acc") is not None and t.state in ("complete", "pruned", "running")]
+    shown = [t for t in run.trials if t.get("val_acc") is not None and t.state in ("complete", "pruned", "running")]
+    accs = [t.get("val_acc_high", t.val_acc) for t in shown]
     if not accs:
         ax.text(0.5, 0.5, "no trained trials yet", transform=ax.transAxes, ha="center", va="center", color="#555")
     ax.set_ylim(0, min(1.0, (max(accs) if accs else 1.0) * 1.12 + 0.02))
@@ -71,7 +109,7 @@ def _accuracy_axis(ax, run: Run, xlabel: str) -> None:
     ax.set_ylabel("validation accuracy (proxy)")
     ax.grid(True, alpha=0.3)
     ax.tick_params(labelbottom=False)
-    ax.set_title(f"{run.name}: accuracy vs {xlabel.split(' (')[0]} ({len(run.trials)} trials)", fontsize=11)
+    ax.set_title(f"{run.name}: mean accuracy vs {xlabel.split(' (')[0]} ({len(run.trials)} architectures)", fontsize=11)
 
 
 def _untrained_strip(strip, groups: dict, col: str, xlabel: str) -> None:
@@ -109,8 +147,12 @@ def _x_limits(ax, vals: list[float]) -> None:
         ax.set_xlim(max(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad)
 
 
-def pareto_figure(run: Run, objective: str, front: list[Trial], ref: dict, hv: float, path: str) -> None:
-    """PNG: all trials (state-coded), the front as a step line, the dominated area and the reference point.
+def pareto_figure(run: Run, objective: str, front: list[Trial], ref: dict, hv: float, path: str,
+                  statuses: list | None = None) -> None:
+    """PNG: all candidates (state-coded; ``run.trials`` one per architecture), complete ones at their mean
+    accuracy with error bars (accuracy interval over replicates; latency interval), the front as a step
+    line with its members marked by racing status (``statuses``, one per member: confirmed / tied / None),
+    the dominated area and the reference point.
 
     Trained trials are on the main axes; trials never trained (infeasible: over budget; failed) sit in a
     strip below at their measured cost. The legend and the reference point note are outside the axes.
@@ -127,7 +169,7 @@ def pareto_figure(run: Run, objective: str, front: list[Trial], ref: dict, hv: f
     xs_all = [t.row[col] for t in run.trials if t.get(col) is not None]
     in_range = ref_x <= (max(xs_all) if xs_all else ref_x) * 1.6
     _dominated_area(ax, front, col, ref_x, hv)
-    _trained_points(ax, groups, front, col, ref_x)
+    _trained_points(ax, groups, front, col, ref_x, list(statuses or [None] * len(front)))
     if in_range:
         for a in (ax, strip):
             a.axvline(ref_x, color="black", ls=":", lw=1)
@@ -149,6 +191,51 @@ def pareto_figure(run: Run, objective: str, front: list[Trial], ref: dict, hv: f
     fig.savefig(path)
 
 
+LINE_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]
+
+
+def fit_positions(line: dict, settings: list) -> tuple[list, list, list, list] | None:
+    """The line's fitted curve and band at x positions of the panels (the settings' index; the curve's own x,
+    effective kernel or index, mapped piecewise-linearly onto them), or None when no curve was fitted."""
+    import numpy as np
+
+    fit = line.get("fit")
+    if not fit or not line.get("settings"):
+        return None
+    pos = [settings.index(tuple(k)) for k in line["settings"]]
+    x = np.interp(fit["grid"], line["x_values"], pos)
+    nan = float("nan")
+    low = [nan if v is None else v for v in fit["band_low"]]
+    high = [nan if v is None else v for v in fit["band_high"]]
+    return list(x), fit["mid"], low, high
+
+
+def _accuracy_extras(ax, scaling: dict, settings: list, rep: str, color: str) -> None:
+    """Error bars, the fitted saturating curve with its band, and the significant steps of one line."""
+    from lkscale.report.significance import step_text
+
+    rows = sorted((settings.index(tuple(r["kernels"])), r) for r in scaling["rows"]
+                  if r["reparam"] == rep and r["val_acc_mean"] is not None)
+    if not rows:
+        return
+    xs, ys = [p for p, _ in rows], [r["val_acc_mean"] for _, r in rows]
+    lo = [max(0.0, r["val_acc_mean"] - r["val_acc_low"]) if r["val_acc_low"] is not None else 0.0 for _, r in rows]
+    hi = [max(0.0, r["val_acc_high"] - r["val_acc_mean"]) if r["val_acc_high"] is not None else 0.0 for _, r in rows]
+    ax.errorbar(xs, ys, yerr=[lo, hi], fmt="none", ecolor=color, elinewidth=1.1, capsize=3, zorder=2)
+    line = scaling["lines"].get(rep) or {}
+    drawn = fit_positions(line, settings)
+    if drawn:
+        fx, mid, band_lo, band_hi = drawn
+        ax.plot(fx, mid, color=color, ls="--", lw=1, alpha=0.8, label=f"{rep}: saturating fit + band")
+        ax.fill_between(fx, band_lo, band_hi, color=color, alpha=0.12, lw=0)
+    top = {p: r["val_acc_high"] if r["val_acc_high"] is not None else r["val_acc_mean"] for p, r in rows}
+    for st in line.get("steps", []):
+        if st["significant"]:
+            a, b = settings.index(tuple(st["from"])), settings.index(tuple(st["to"]))
+            ax.annotate(step_text(st).split(" [")[0] + " *", ((a + b) / 2, max(top[a], top[b])), textcoords="offset points",
+                        xytext=(0, 4), ha="center", fontsize=7, color=color, fontweight="bold")
+
+
 def _scaling_panel(ax, key: str, title: str, scaling: dict, settings: list, reps: list) -> None:
     from matplotlib.ticker import EngFormatter, PercentFormatter
 
@@ -156,18 +243,24 @@ def _scaling_panel(ax, key: str, title: str, scaling: dict, settings: list, reps
     for j, rep in enumerate(reps):
         pts = sorted((settings.index(tuple(r["kernels"])), r[key]) for r in scaling["rows"]
                      if r["reparam"] == rep and r[key] is not None)
+        color = LINE_COLORS[j % len(LINE_COLORS)]
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers[j % len(markers)], lw=1.4,
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers[j % len(markers)], lw=1.4, color=color,
                     ms=7 if j == 0 else 9, markerfacecolor=None if j == 0 else "none", markeredgewidth=1.5, label=rep)
+        if key == "val_acc_mean":
+            _accuracy_extras(ax, scaling, settings, rep, color)
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     if key == "val_acc_mean":
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
-        accs = [r[key] for r in scaling["rows"] if r[key] is not None]
+        accs = [v for r in scaling["rows"] for v in (r["val_acc_low"], r["val_acc_high"], r[key]) if v is not None]
         if accs and max(accs) - min(accs) < 0.02:  # flat: give the axis a readable span
             mid = (max(accs) + min(accs)) / 2
             ax.set_ylim(max(0.0, mid - 0.05), min(1.0, mid + 0.05))
-        elif not accs:
+        elif accs:
+            span = max(accs) - min(accs)
+            ax.set_ylim(max(0.0, min(accs) - 0.08 * span), min(1.0, max(accs) + 0.18 * span))
+        else:
             ax.text(0.5, 0.5, "no complete trials", transform=ax.transAxes, ha="center", va="center", color="#555",
                     fontsize=9)
     elif key in ("flops", "params"):
@@ -181,7 +274,7 @@ def scaling_figure(run: Run, scaling: dict, path: str) -> None:
     rot = len(labels) > 4 or max(map(len, labels)) > 9
     fig = _figure((9, 6.4))
     axes = fig.subplots(2, 2, sharex=True)
-    panels = (("val_acc_mean", "validation accuracy (mean of complete)", axes[0][0]),
+    panels = (("val_acc_mean", "val accuracy: mean, interval; * significant step", axes[0][0]),
               ("latency_ms", "deploy latency (ms)", axes[0][1]),
               ("flops", "FLOPs (multiply-adds)", axes[1][0]),
               ("params", "parameters (train form)", axes[1][1]))

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import html
+import re
 
 from lkscale.report.labels import (OBJECTIVES, STATE_MEANING, acc_text, blocks_label, dcn_label, dot, fmt_count,
-                                   ms_text, reparam_label)
-from lkscale.report.markdown import (FRONT_HEADER, SCALING_HEADER, base_text, comparison_rows, front_rows, front_text,
-                                     scaling_note, scaling_rows, settings_rows)
+                                   ms_interval_text, reparam_label)
+from lkscale.report.markdown import (SCALING_HEADER, STEPS_HEADER, base_text, comparison_rows, conclusions, fit_text,
+                                     front_header, front_rows, front_runtime, front_statuses, front_text, racing_lines,
+                                     scaling_note, scaling_rows, settings_rows, steps_rows, trials_note)
 from lkscale.rundir import STATES, Run, Trial
 
 TRIALS_HEADER = ("#", "name", "state", "block", "kernels", "depths", "widths", "DCN groups", "re-param", "params",
-                 "FLOPs", "latency (ms)", "val acc", "epochs", "error / notes")
+                 "FLOPs", "latency ms [interval]", "val acc", "replicate", "epochs", "error / notes")
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1180px;margin:0 auto;padding:0 16px 40px;
 color:#222;line-height:1.45}
@@ -23,6 +25,9 @@ nav a{margin-right:14px}#trials-table td{white-space:nowrap}#trials-table td:nth
 tr[data-state=complete] td:nth-child(3){color:#1f77b4}tr[data-state=pruned] td:nth-child(3){color:#d46a00}
 tr[data-state=failed] td:nth-child(3){color:#d62728}tr[data-state=infeasible] td:nth-child(3){color:#7f7f7f}
 tr[data-state=running] td:nth-child(3){color:#9467bd}
+.conclusions{background:#f6f8fa;border:1px solid #e1e4e8;border-radius:6px;padding:6px 16px}
+.conclusions li{margin:.3em 0}td.st-confirmed{color:#b31b1b;font-weight:600}td.st-tied{color:#d46a00}
+tr.sig td{background:#fff4e5 !important;font-weight:600}
 """
 _JS = """
 (function(){
@@ -46,13 +51,25 @@ def _esc(x: object) -> str:
     return html.escape(str(x))
 
 
+def inline_md(text: str) -> str:
+    """Escaped text with markdown ``**bold**`` and backtick code turned into HTML."""
+    out = _esc(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", out)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+
+
+def _cell(c: str) -> str:
+    cls = {"confirmed": " class='st-confirmed'", "tied": " class='st-tied'"}.get(c, "")
+    return f"<td{cls}>{_esc(c.strip('`*'))}</td>"
+
+
 def table(header: tuple | list, rows: list[list[str]], body_id: str = "", row_attrs: list[str] | None = None) -> str:
     """An HTML table; cells are escaped (markdown backticks around names are dropped)."""
     head = "".join(f"<th>{_esc(h)}</th>" for h in header)
     body = []
     for i, r in enumerate(rows):
         attrs = row_attrs[i] if row_attrs else ""
-        cells = "".join(f"<td>{_esc(c.strip('`*'))}</td>" for c in r)
+        cells = "".join(_cell(c) for c in r)
         body.append(f"<tr{attrs}>{cells}</tr>")
     bid = f" id='{body_id}'" if body_id else ""
     return f"<table><thead><tr>{head}</tr></thead><tbody{bid}>{''.join(body)}</tbody></table>"
@@ -63,8 +80,9 @@ def trial_row(t: Trial) -> list[str]:
     note = t.get("error") or t.get("notes") or ""
     return [str(t.get("number", "")), str(t.name), str(t.state), blocks_label(t.get("blocks")), dot(t.get("kernels")),
             dot(t.get("depths")), dot(t.get("widths")), dcn_label(t.get("dcn_groups")), reparam_label(t.get("reparam")),
-            fmt_count(t.get("params")), fmt_count(t.get("flops")), ms_text(t.get("latency_ms")),
-            acc_text(t.get("val_acc")), epochs, str(note)[:160]]
+            fmt_count(t.get("params")), fmt_count(t.get("flops")),
+            ms_interval_text(t.get("latency_ms"), t.get("latency_low_ms"), t.get("latency_high_ms")),
+            acc_text(t.get("val_acc")), str(t.get("replicate", 0)), epochs, str(note)[:160]]
 
 
 def _options(values: list[str], all_label: str) -> str:
@@ -92,7 +110,8 @@ def _summary_section(run: Run, result: dict) -> str:
     rows += [[s, str(counts[s]), ""] for s in sorted(set(counts) - set(STATES))]
     saved, budget = result["trial_epochs_saved"], result.get("trial_epochs_budget")
     return ("<h2 id='settings'>Study settings</h2>" + table(("setting", "value"), [list(r) for r in settings_rows(run, "")])
-            + f"<h2 id='counts'>Trials by state ({sum(counts.values())})</h2>" + table(("state", "trials", "meaning"), rows)
+            + f"<h2 id='counts'>Trials by state ({sum(counts.values())})</h2><p>{_esc(trials_note(result))}</p>"
+            + table(("state", "trials", "meaning"), rows)
             + f"<p>Trial-epochs saved by pruning: <b>{saved}</b>" + (f" of {budget} budgeted" if budget else "")
             + " (sum over pruned trials of epochs budgeted minus epochs trained).</p>")
 
@@ -100,10 +119,23 @@ def _summary_section(run: Run, result: dict) -> str:
 def _front_section(key: str, result: dict, front: list[Trial], fig_html: str) -> str:
     col, xlabel, unit, _ = OBJECTIVES[key]
     fr = result["fronts"][key]
-    text = "".join(f"<p>{_esc(p).replace('**', '')}</p>" for p in front_text(fr, col, unit,
-                                                                            result["counts"].get("complete", 0)))
-    tab = table(FRONT_HEADER, front_rows(front)) if front else "<p><i>No complete trials yet: no front.</i></p>"
+    text = "".join(f"<p>{inline_md(p)}</p>" for p in front_text(fr, col, unit, result["candidates_complete"]))
+    if key == "latency":
+        text += "".join(f"<p class='racing'>{inline_md(p)}</p>" for p in racing_lines(result["racing"]))
+    header = front_header(front_runtime(front) if key == "latency" else None, result["confidence"])
+    tab = table(header, front_rows(front, front_statuses(fr))) if front else \
+        "<p><i>No complete trials yet: no front.</i></p>"
     return f"<h2 id='front-{key}'>Pareto front: validation accuracy vs {_esc(xlabel)}</h2>{text}{fig_html}{tab}"
+
+
+def _steps_table(sc: dict) -> str:
+    rows = steps_rows(sc)
+    if not rows:
+        return "<p><i>No two kernel settings of one re-param line both have a complete result: no step to test.</i></p>"
+    attrs = [" class='sig'" if r[-1] == "**yes**" else "" for r in rows]
+    return ("<p>Steps between neighbouring kernel settings (same re-param setting): mean paired difference over the "
+            "replicates both have, in percentage points, with its interval; p from a two-sided paired t-test, "
+            "Holm-corrected within each re-param line; * = significant after Holm.</p>" + table(STEPS_HEADER, rows, "", attrs))
 
 
 def _scaling_section(run: Run, scalings: list[dict], fig_html: list[str]) -> str:
@@ -113,11 +145,19 @@ def _scaling_section(run: Run, scalings: list[dict], fig_html: list[str]) -> str
     for sc, fig in zip(scalings, fig_html):
         if len(scalings) > 1:
             out.append(f"<h3>{_esc(blocks_label(sc['base']['blocks']))}</h3>")
-        out += [f"<p>{_esc(base_text(sc))}</p>", fig, table(SCALING_HEADER, scaling_rows(sc)),
+        out += [f"<p>{_esc(base_text(sc))}</p>", fig, table(SCALING_HEADER, scaling_rows(sc)), _steps_table(sc),
+                "<ul>" + "".join(f"<li>re-param {_esc(rep)}: {_esc(line['sentence'])} {_esc(fit_text(line))}</li>"
+                                 for rep, line in sc["lines"].items()) + "</ul>",
                 "<p>Relative change from the smallest to the largest kernel setting, beside RepLKNet (Ding et al. 2022, "
                 "Table 5):</p>", table(("", "from", "to", "params", "FLOPs", "latency"), comparison_rows(run, sc)),
                 f"<p class='muted'>{_esc(scaling_note(sc))}</p>"]
     return "".join(out)
+
+
+def _conclusions_section(result: dict, scalings: list[dict]) -> str:
+    items = [ln[2:] for ln in conclusions(result, scalings) if ln.startswith("- ")]
+    return ("<h2 id='conclusions'>Conclusions</h2><div class='conclusions'><ul>"
+            + "".join(f"<li>{inline_md(i)}</li>" for i in items) + "</ul></div>")
 
 
 def html_report(run: Run, result: dict, fronts: dict, scalings: list[dict], pareto_figs: dict, scaling_figs: list) -> str:
@@ -126,11 +166,11 @@ def html_report(run: Run, result: dict, fronts: dict, scalings: list[dict], pare
     parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})
              for i, f in enumerate(figs)]
     pareto_html, scaling_html = parts[:len(OBJECTIVES)], parts[len(OBJECTIVES):]
-    nav = ("<nav><a href='#settings'>settings</a><a href='#counts'>counts</a>"
+    nav = ("<nav><a href='#conclusions'>conclusions</a><a href='#settings'>settings</a><a href='#counts'>counts</a>"
            + "".join(f"<a href='#front-{k}'>front vs {k}</a>" for k in OBJECTIVES)
            + "<a href='#scaling'>kernel scaling</a><a href='#trials'>all trials</a></nav>")
     body = (f"<h1>lkscale report: {_esc(run.name)}</h1><p class='muted'>Run folder: <code>{_esc(run.path)}</code></p>"
-            + nav + _summary_section(run, result)
+            + nav + _conclusions_section(result, scalings) + _summary_section(run, result)
             + "".join(_front_section(k, result, fronts[k], pareto_html[i]) for i, k in enumerate(OBJECTIVES))
             + _scaling_section(run, scalings, scaling_html) + trials_section(run))
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>lkscale report: {_esc(run.name)}</title>"

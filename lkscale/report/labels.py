@@ -64,6 +64,47 @@ def ms_text(x: float | None) -> str:
     return "-" if x is None else f"{x:.3g}"
 
 
+def acc_interval_text(mean: float | None, low: float | None, high: float | None, n: int | None) -> str:
+    """``61.3% [59.0-63.6] (n=3)``: mean accuracy over replicates, its interval, the replicates behind it."""
+    if mean is None:
+        return "-"
+    iv = f" [{100 * low:.1f}-{100 * high:.1f}]" if low is not None and high is not None else ""
+    return f"{100 * mean:.1f}%{iv}" + (f" (n={n})" if n else "")
+
+
+def sig3(x: float) -> str:
+    """Three significant digits, trailing zeros kept (``2.00``, ``12.5``, ``130``)."""
+    return f"{x:#.3g}".rstrip(".")
+
+
+def ms_interval_text(median: float | None, low: float | None, high: float | None) -> str:
+    """``2.01 [1.98-2.05]``: latency median (ms) with its interval."""
+    if median is None:
+        return "-"
+    iv = f" [{sig3(low)}-{sig3(high)}]" if low is not None and high is not None else ""
+    return f"{sig3(median)}{iv}"
+
+
+def latency_text(lat: dict) -> str:
+    """One line on what latency means in a run (``lkscale.report.numbers.latency_setting``)."""
+    if not any(lat.get(k) for k in ("runtime", "batch_size", "threads", "source")):
+        return "not recorded (a run from before latency settings were written)"
+    head = (f"{lat.get('runtime') or '?'}, batch {lat.get('batch_size') or '?'}, {lat.get('threads') or '?'} "
+            f"thread(s), {lat.get('input_size') or '?'} px, deploy form")
+    src, seen = lat.get("source"), lat.get("sources_in_trials") or []
+    if src == "predicted":
+        err = f"held-out MAPE {lat['mape_pct']:.1f}%" if lat.get("mape_pct") is not None else \
+            "MAPE unknown: the table could not be read"
+        return f"{head}; predicted from table {lat.get('table') or '?'} ({err})"
+    if "measured-final" in seen:
+        rest = [s for s in seen if s != "measured-final"]
+        return (f"{head}; measured-final: complete candidates measured again side by side after training "
+                "(median of interleaved rounds with its interval)"
+                + (f"; other rows: {', '.join(rest)} (as the sampler saw them)" if rest else ""))
+    return f"{head}; {src or '?'}" + (f" (rows: {', '.join(seen)})" if seen else "") + \
+        " (not measured again after training: values are what the sampler saw)"
+
+
 def ref_text(value: float, unit: str) -> str:
     """A reference point's cost as text: ``50 ms`` or ``100M MACs``."""
     return fmt_count(value, " MACs") if unit == "MACs" else f"{value:g} {unit}"

@@ -5,14 +5,26 @@ import os
 
 import yaml
 
-from lkscale.report.labels import (OBJECTIVES, STATE_MEANING, acc_text, blocks_label, dcn_label, dot, fmt_count,
-                                   ms_text, pct, ref_text, reparam_label)
+from lkscale.report.labels import (OBJECTIVES, STATE_MEANING, acc_interval_text, blocks_label, dcn_label,
+                                   dot, fmt_count, latency_text, ms_interval_text, pct, ref_text, reparam_label)
+from lkscale.report.numbers import latency_setting
+from lkscale.report.significance import X_KERNEL, p_text, step_text
 from lkscale.rundir import REPORT_HTML, STATES, Run, Trial
 
-FRONT_HEADER = ("#", "name", "block", "kernels", "depths", "widths", "DCN groups", "re-param", "params", "FLOPs",
-                "latency (ms)", "val acc")
-SCALING_HEADER = ("kernels", "re-param", "trials (complete)", "val acc mean (best)", "latency (ms)", "FLOPs", "params",
-                  "deploy params")
+ACC_HEADER = "val acc: mean [95% interval] (n replicates)"
+SCALING_HEADER = ("kernels", "re-param", "candidates (complete)", ACC_HEADER, "per replicate (%, r = 0, 1, ...)",
+                  "latency ms [interval]", "FLOPs", "params", "deploy params")
+STEPS_HEADER = ("re-param", "step", "accuracy change [interval]", "p (raw / Holm)", "significant")
+
+
+def front_header(runtime: str | None = None, level: float = 0.95) -> tuple:
+    acc = ACC_HEADER.replace("95%", f"{level:.0%}")
+    lat = f"latency ms [interval] ({runtime})" if runtime else "latency ms [interval]"
+    return ("#", "name", "block", "kernels", "depths", "widths", "DCN groups", "re-param", "params", "FLOPs", lat, acc,
+            "status")
+
+
+FRONT_HEADER = front_header()
 
 
 def _table(header: tuple | list, rows: list[list[str]]) -> list[str]:
@@ -20,20 +32,53 @@ def _table(header: tuple | list, rows: list[list[str]]) -> list[str]:
             + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def front_rows(front: list[Trial]) -> list[list[str]]:
-    return [[str(i), f"`{t.name}`", blocks_label(t.get("blocks")), dot(t.get("kernels")), dot(t.get("depths")),
+def front_rows(front: list, statuses: list | None = None) -> list[list[str]]:
+    """Rows of a front table; ``front`` holds candidates (Trials) or their records (dicts)."""
+    statuses = statuses or [None] * len(front)
+    return [[str(i), f"`{t.get('name')}`", blocks_label(t.get("blocks")), dot(t.get("kernels")), dot(t.get("depths")),
              dot(t.get("widths")), dcn_label(t.get("dcn_groups")), reparam_label(t.get("reparam")),
-             fmt_count(t.get("params")), fmt_count(t.get("flops")), ms_text(t.get("latency_ms")), acc_text(t.val_acc)]
-            for i, t in enumerate(front, 1)]
+             fmt_count(t.get("params")), fmt_count(t.get("flops")),
+             ms_interval_text(t.get("latency_ms"), t.get("latency_low_ms"), t.get("latency_high_ms")),
+             acc_interval_text(t.get("val_acc"), t.get("val_acc_low"), t.get("val_acc_high"), t.get("n_replicates")),
+             st or "-"]
+            for i, (t, st) in enumerate(zip(front, statuses), 1)]
 
 
 def scaling_rows(scaling: dict) -> list[list[str]]:
     out = []
     for r in scaling["rows"]:
-        acc = "-" if r["val_acc_mean"] is None else f"{r['val_acc_mean']:.2%} ({r['val_acc_best']:.2%})"
-        out.append([dot(r["kernels"]), r["reparam"], f"{r['trials']} ({r['complete']})", acc, ms_text(r["latency_ms"]),
+        acc = acc_interval_text(r["val_acc_mean"], r["val_acc_low"], r["val_acc_high"], r["n_replicates"])
+        reps = sorted(r["replicates"].items())
+        plain = [k for k, _ in reps] == list(range(len(reps)))
+        per = ", ".join(f"{'' if plain else f'r{k} '}{100 * v:.1f}" for k, v in reps) or "-"
+        out.append([dot(r["kernels"]), r["reparam"], f"{r['trials']} ({r['complete']})", acc, per,
+                    ms_interval_text(r["latency_ms"], r["latency_low_ms"], r["latency_high_ms"]),
                     fmt_count(r["flops"]), fmt_count(r["params"]), fmt_count(r["deploy_params"])])
     return out
+
+
+def steps_rows(scaling: dict) -> list[list[str]]:
+    return [[rep, f"{dot(st['from'])} -> {dot(st['to'])}", step_text(st), p_text(st),
+             "**yes**" if st["significant"] else ("no" if st["p"] is not None else "not testable")]
+            for rep, line in scaling["lines"].items() for st in line["steps"]]
+
+
+def significant_steps(scaling: dict) -> list[str]:
+    """``7-7-7-3 -> 13-13-7-3 (re-param none): +6.0 pp [2.1, 9.9] *`` for every significant step."""
+    return [f"{dot(st['from'])} -> {dot(st['to'])} (re-param {rep}): {step_text(st)}"
+            for rep, line in scaling["lines"].items() for st in line["steps"] if st["significant"]]
+
+
+def fit_text(line: dict) -> str:
+    fit = line.get("fit")
+    if not fit:
+        return (line.get("fit_note") or "").rstrip(".") + "." if line.get("fit_note") else ""
+    a, b, c = fit["params"]
+    x = ("the effective stage-1 kernel k (min(K, 2 x map - 1) taps: those that can touch the stage-1 map)"
+         if line["x"] == X_KERNEL else "the kernel setting's index k (1, 2, ...: the stage-1 kernel does not grow "
+                                       "along the settings)")
+    return (f"Saturating fit acc = {fit['formula']} against {x}, every replicate a point: a = {a:.2%}, b = {b:.3g}, "
+            f"c = {c:.3g} ({fit['dof']} residual dof); its {1 - line['alpha']:.0%} band is drawn on the figure.")
 
 
 def comparison_rows(run: Run, scaling: dict) -> list[list[str]]:
@@ -61,7 +106,8 @@ def base_text(scaling: dict) -> str:
             f"DCN groups {dcn_label(b['dcn_groups'])}, stem stride {b['stem_stride']}"
             + (f" ({scaling['excluded_trials']} trials with another base shown separately or left out)"
                if scaling["excluded_trials"] else "")
-            + ". Accuracy is the mean over complete trials (best in brackets); costs are per architecture.")
+            + ". Accuracy is the mean over each setting's complete replicates with its interval (Student t over "
+              "replicates; Wilson on the validation images with one replicate); costs are per architecture.")
 
 
 def settings_rows(run: Run, code: str = "`") -> list[tuple[str, str]]:
@@ -77,8 +123,8 @@ def settings_rows(run: Run, code: str = "`") -> list[tuple[str, str]]:
                            f"lr {proxy.get('lr', '-')}, seed {proxy.get('seed', '-')}"),
         ("budgets", ", ".join(f"{k} {v}" for k, v in (("max params", b.get("max_params")), ("max FLOPs", b.get("max_flops")),
                                                       ("max latency ms", b.get("max_latency_ms"))) if v) or "none"),
-        ("latency measured at", f"batch {b.get('latency_batch_size', '-')}, {b.get('latency_input_size', '-')} px, "
-                                f"{b.get('latency_threads', '-')} thread(s), deploy form"),
+        ("latency", latency_text(latency_setting(run))),
+        ("replicates", replicates_text(run)),
         ("search", f"sampler {search.get('sampler', '-')}, {search.get('trials', '-')} trials, "
                    f"{search.get('concurrency', '-')} at a time, seed {search.get('seed', '-')}; pruning "
                    f"{pr.get('scheduler', '-')} (grace {pr.get('grace_epochs', '-')} epochs, "
@@ -86,12 +132,46 @@ def settings_rows(run: Run, code: str = "`") -> list[tuple[str, str]]:
     ]
 
 
+def replicates_text(run: Run) -> str:
+    search = run.study.get("search") or {}
+    n = run.summary.get("replicates", search.get("replicates"))
+    mode = run.summary.get("mode", search.get("mode"))
+    level = ((search.get("confirm") or {}).get("confidence")) or 0.95
+    seen = sorted({int(t.get("replicate", 0)) for t in run.trials if t.state == "complete"})
+    return (f"{n if n is not None else '-'} per candidate (common random numbers: replicate r uses seed proxy.seed + r "
+            f"for data subset, batch order and init){f', mode {mode}' if mode else ''}; replicate indices with complete "
+            f"results: {dot(seen) if seen else '-'}; intervals at {level:.0%}")
+
+
+def member_text(rec: dict) -> str:
+    return (f"`{rec.get('name')}` ({dot(rec.get('kernels'))}, "
+            f"{acc_interval_text(rec.get('val_acc'), rec.get('val_acc_low'), rec.get('val_acc_high'), rec.get('n_replicates'))}, "
+            f"{ms_interval_text(rec.get('latency_ms'), rec.get('latency_low_ms'), rec.get('latency_high_ms'))} ms)")
+
+
+def racing_lines(racing: dict) -> tuple[str, str]:
+    """The "Confirmed front" and "Tied within noise" lines (markdown)."""
+    if not racing["known"]:
+        why = "not determined: summary.json has no racing status (a run from before replicates, or one still running)"
+        return f"**Confirmed front**: {why}.", "**Tied within noise**: not determined."
+    conf = ", ".join(member_text(r) for r in racing["confirmed"]) or \
+        "none (no front member is significantly better than every rival in accuracy or latency)"
+    tied = ", ".join(member_text(r) for r in racing["tied"]) or "none"
+    return f"**Confirmed front**: {conf}.", f"**Tied within noise**: {tied}."
+
+
 def front_text(fr: dict, col: str, unit: str, n_complete: int) -> list[str]:
     ref = fr["reference"]
-    return [f"{len(fr['front'])} of {n_complete} complete trials are non-dominated (maximise accuracy, minimise {col}).",
+    return [f"{len(fr['front'])} of {n_complete} complete candidates are non-dominated on their mean accuracy over "
+            f"replicates (maximise accuracy, minimise {col}).",
             f"Hypervolume: **{fr['hypervolume']:.6g}** (accuracy x {unit}); normalised by the reference box: "
             f"**{fr['hypervolume_normalized']:.4f}**. Reference point: accuracy 0, {col} = {ref_text(ref[col], unit)} "
             f"({ref['source']}). Trials at or beyond the reference add nothing."]
+
+
+def trials_note(result: dict) -> str:
+    return (f"{result['trials']} trial rows (one per architecture and replicate) for {result['candidates']} "
+            f"architectures, {result['candidates_complete']} of them with a complete result.")
 
 
 def _trials_section(result: dict) -> list[str]:
@@ -100,9 +180,19 @@ def _trials_section(result: dict) -> list[str]:
     rows += [[s, str(counts[s]), ""] for s in sorted(set(counts) - set(STATES))]
     rows.append(["**total**", f"**{sum(counts.values())}**", ""])
     saved, budget = result["trial_epochs_saved"], result.get("trial_epochs_budget")
-    return (["", "## Trials", ""] + _table(("state", "trials", "meaning"), rows)
+    return (["", "## Trials", "", trials_note(result), ""] + _table(("state", "trials", "meaning"), rows)
             + ["", f"Trial-epochs saved by pruning: **{saved}**" + (f" of {budget} budgeted" if budget else "")
                + " (sum over pruned trials of epochs budgeted minus epochs trained)."])
+
+
+def front_runtime(front: list) -> str | None:
+    """The runtime the front's latencies were measured with (several: joined), None when none is recorded."""
+    rts = sorted({str(t.get("latency_runtime")) for t in front if t.get("latency_runtime")})
+    return ", ".join(rts) or None
+
+
+def front_statuses(fr: dict) -> list:
+    return [r.get("status") for r in fr["front"]]
 
 
 def _fronts_section(result: dict, fronts: dict, figures: dict) -> list[str]:
@@ -110,8 +200,15 @@ def _fronts_section(result: dict, fronts: dict, figures: dict) -> list[str]:
     for key, (col, xlabel, unit, _b) in OBJECTIVES.items():
         fr = result["fronts"][key]
         L += ["", f"## Pareto front: validation accuracy vs {xlabel}", ""]
-        L += [line for p in front_text(fr, col, unit, result["counts"].get("complete", 0)) for line in (p, "")]
-        L += _table(FRONT_HEADER, front_rows(fronts[key])) if fr["front"] else ["_No complete trials yet: no front._"]
+        L += [line for p in front_text(fr, col, unit, result["candidates_complete"]) for line in (p, "")]
+        if key == "latency":
+            L += [line for p in racing_lines(result["racing"]) for line in (p, "")]
+        else:
+            L += ["Racing statuses (confirmed / tied) refer to the latency front; FLOPs are exact, so only accuracy "
+                  "is uncertain here.", ""]
+        header = front_header(front_runtime(fronts[key]) if key == "latency" else None, result["confidence"])
+        L += _table(header, front_rows(fronts[key], front_statuses(fr))) if fr["front"] else \
+            ["_No complete trials yet: no front._"]
         if figures.get(key):
             L += ["", f"![accuracy vs {col}]({os.path.basename(figures[key])})"]
     return L
@@ -125,6 +222,14 @@ def _scaling_section(run: Run, scalings: list[dict], figures: dict) -> list[str]
         if len(scalings) > 1:
             L += [f"### {blocks_label(scaling['base']['blocks'])}", ""]
         L += [base_text(scaling), ""] + _table(SCALING_HEADER, scaling_rows(scaling))
+        L += ["", "Steps between neighbouring kernel settings (same re-param setting): mean paired difference over the "
+                  "replicates both have, in percentage points, with its interval; p from a two-sided paired t-test, "
+                  "Holm-corrected within each re-param line; `*` = significant after Holm.", ""]
+        steps = steps_rows(scaling)
+        L += _table(STEPS_HEADER, steps) if steps else ["_No two kernel settings of one re-param line both have a "
+                                                        "complete result: no step to test._"]
+        for rep, line in scaling["lines"].items():
+            L += ["", f"- re-param {rep}: {line['sentence']} {fit_text(line)}"]
         L += ["", "Relative change from the smallest to the largest kernel setting, beside RepLKNet (Ding et al. 2022, "
                   "Table 5):", ""]
         L += _table(("", "from", "to", "params", "FLOPs", "latency"), comparison_rows(run, scaling))
@@ -134,9 +239,24 @@ def _scaling_section(run: Run, scalings: list[dict], figures: dict) -> list[str]
     return L
 
 
+def conclusions(result: dict, scalings: list[dict]) -> list[str]:
+    """What the run shows, each claim with its evidence: the confirmed front, the members tied within noise,
+    the significant kernel-scaling steps and where gains stop."""
+    conf, tied = racing_lines(result["racing"])
+    L = ["", "## Conclusions", "", f"- {conf}", f"- {tied}"]
+    for sc in scalings:
+        fam = blocks_label(sc["base"]["blocks"])
+        sig = significant_steps(sc)
+        L.append(f"- **Significant kernel steps** ({fam}): " + ("; ".join(sig) if sig else "none") + ".")
+        L += [f"- Where gains stop ({fam}, re-param {rep}): {line['sentence']}" for rep, line in sc["lines"].items()]
+    return L
+
+
 def markdown(run: Run, result: dict, fronts: dict, scalings: list[dict], figures: dict) -> str:
-    """The whole ``report.md``; ``fronts`` maps objective -> the front's Trials, ``figures`` name -> PNG path."""
-    L: list[str] = [f"# Search report: {run.name}", "", f"Run folder: `{run.path}`", "", "## Study settings", ""]
+    """The whole ``report.md``; ``fronts`` maps objective -> the front's candidates, ``figures`` name -> PNG path."""
+    L: list[str] = [f"# Search report: {run.name}", "", f"Run folder: `{run.path}`"]
+    L += conclusions(result, scalings)
+    L += ["", "## Study settings", ""]
     L += _table(("setting", "value"), [list(r) for r in settings_rows(run)])
     if run.study:
         L += ["", "<details><summary>study.yaml (resolved)</summary>", "", "```yaml",

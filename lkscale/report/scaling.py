@@ -1,4 +1,9 @@
-"""Kernel-size scaling of a run: accuracy and costs against kernel setting, beside RepLKNet's Table 5."""
+"""Kernel-size scaling of a run: accuracy (mean over replicates with its interval) and costs against kernel
+setting, the steps between neighbouring settings tested over replicates, beside RepLKNet's Table 5.
+
+Works on *candidates* (``lkscale.rundir.candidates``: one row per architecture, accuracy the mean over
+its complete replicates with ``val_acc_low``/``val_acc_high``), not on trial rows.
+"""
 from __future__ import annotations
 
 import json
@@ -6,21 +11,24 @@ import statistics
 from collections import defaultdict
 
 from lkscale.report.labels import REPLKNET_TABLE5, reparam_label
+from lkscale.report.significance import analyse_line
 from lkscale.rundir import Run, Trial
+from lkscale.stats import accuracy_interval
 
 
-def kernel_scaling(run: Run) -> dict | None:
+def kernel_scaling(run: Run, confidence: float = 0.95) -> dict | None:
     """Accuracy, latency, FLOPs and params against kernel size, one line per re-param setting.
 
-    Only trials sharing one base (blocks, depths, widths, DCN groups, stem stride: the most common base
-    among those with several kernel settings) are compared, so the kernel is the only thing changing
-    along a line. ``None`` when the study does not vary kernel size.
+    ``run.trials`` are candidates (one per architecture). Only candidates sharing one base (blocks,
+    depths, widths, DCN groups, stem stride: the most common base among those with several kernel
+    settings) are compared, so the kernel is the only thing changing along a line. ``None`` when the
+    study does not vary kernel size.
     """
-    found = kernel_scalings(run)
+    found = kernel_scalings(run, confidence)
     return found[0] if found else None
 
 
-def kernel_scalings(run: Run) -> list[dict]:
+def kernel_scalings(run: Run, confidence: float = 0.95) -> list[dict]:
     """One scaling analysis per base architecture that was tried with several kernel settings (e.g. one for
     RepLK and one for ConvNeXt blocks in a study that varies the family too), most kernel settings first."""
     costed = [t for t in run.trials if t.get("kernels") and t.get("flops") is not None]
@@ -29,10 +37,38 @@ def kernel_scalings(run: Run) -> list[dict]:
         key = json.dumps([t.get("blocks"), t.get("depths"), t.get("widths"), t.get("dcn_groups"), t.get("stem_stride")])
         bases[key].append(t)
     ranked = sorted(((len({tuple(t.kernels) for t in ts}), len(ts), key) for key, ts in bases.items()), reverse=True)
-    return [_scaling_of(key, bases[key], len(costed)) for n_k, _n, key in ranked if n_k > 1]
+    input_size = (run.study.get("data") or {}).get("input_size")
+    return [_scaling_of(key, bases[key], len(costed), confidence, input_size) for n_k, _n, key in ranked if n_k > 1]
 
 
-def _scaling_rows(members: list, kernel_order: list) -> list[dict]:
+def setting_replicates(done: list[Trial]) -> dict[int, float]:
+    """{replicate: accuracy} of a setting: per replicate index, the mean over its complete candidates (one
+    candidate per setting in the usual case: then its own replicates)."""
+    acc: dict[int, list[float]] = defaultdict(list)
+    for t in done:
+        for r, a in (t.get("replicates") or {0: t.val_acc}).items():
+            acc[int(r)].append(float(a))
+    return {r: statistics.fmean(v) for r, v in sorted(acc.items())}
+
+
+def _accuracy(done: list[Trial], confidence: float) -> dict:
+    if not done:
+        return {"val_acc_mean": None, "val_acc_low": None, "val_acc_high": None, "val_acc_best": None,
+                "n_replicates": 0, "replicates": {}, "interval": ""}
+    reps = setting_replicates(done)
+    if len(done) == 1 and done[0].get("val_acc_low") is not None:
+        t = done[0]
+        low, high, method = t.val_acc_low, t.val_acc_high, t.get("interval_method", "")
+    else:
+        iv = accuracy_interval(reps, n_val=done[0].get("val_n"), confidence=confidence)
+        low, high, method = iv.low, iv.high, iv.method
+    finite = (lambda v: None if v is None or v != v else float(v))
+    return {"val_acc_mean": statistics.fmean(reps.values()), "val_acc_low": finite(low), "val_acc_high": finite(high),
+            "val_acc_best": max(t.val_acc for t in done), "n_replicates": len(reps), "replicates": reps,
+            "interval": method}
+
+
+def _scaling_rows(members: list, kernel_order: list, confidence: float) -> list[dict]:
     def med(ts: list, key: str):
         vals = [t.row[key] for t in ts if t.get(key) is not None]
         return statistics.median(vals) if vals else None
@@ -41,21 +77,32 @@ def _scaling_rows(members: list, kernel_order: list) -> list[dict]:
     for t in members:
         groups[(tuple(t.kernels), reparam_label(t.get("reparam")))].append(t)
     rows = []
-    for (kern, rep), ts in sorted(groups.items(), key=lambda kv: (kernel_order.index(kv[0][0]), kv[0][1])):
-        accs = [t.val_acc for t in ts if t.state == "complete" and t.get("val_acc") is not None]
+    for (kern, rep), ts in sorted(groups.items(), key=lambda kv: (kernel_order.index(kv[0][0]), kv[0][1] != "none", kv[0][1])):
+        done = [t for t in ts if t.state == "complete" and t.get("val_acc") is not None]
         rows.append({
-            "kernels": list(kern), "reparam": rep, "trials": len(ts), "complete": len(accs),
-            "val_acc_mean": statistics.fmean(accs) if accs else None, "val_acc_best": max(accs) if accs else None,
-            "latency_ms": med(ts, "latency_ms"), "flops": med(ts, "flops"), "params": med(ts, "params"),
+            "kernels": list(kern), "reparam": rep, "trials": len(ts), "complete": len(done),
+            **_accuracy(done, confidence),
+            "latency_ms": med(ts, "latency_ms"), "latency_low_ms": med(ts, "latency_low_ms"),
+            "latency_high_ms": med(ts, "latency_high_ms"), "flops": med(ts, "flops"), "params": med(ts, "params"),
             "deploy_params": med(ts, "deploy_params"),
         })
     return rows
 
 
-def _scaling_of(base_key: str, members: list, n_costed: int) -> dict:
+def _lines(rows: list[dict], stride, input_size, confidence: float) -> dict[str, dict]:
+    """Steps, fit and verdict per re-param setting (settings with a complete result, in kernel order)."""
+    out = {}
+    for rep in sorted({r["reparam"] for r in rows}, key=lambda s: (s != "none", s)):
+        line = [r for r in rows if r["reparam"] == rep and r["replicates"]]
+        out[rep] = analyse_line([r["kernels"] for r in line], [r["replicates"] for r in line], stride, input_size,
+                                confidence)
+    return out
+
+
+def _scaling_of(base_key: str, members: list, n_costed: int, confidence: float, input_size) -> dict:
     blocks, depths, widths, dcn, stride = json.loads(base_key)
     kernel_order = sorted({tuple(t.kernels) for t in members}, key=lambda k: (max(k), sum(k), k))
-    rows = _scaling_rows(members, kernel_order)
+    rows = _scaling_rows(members, kernel_order, confidence)
 
     def at(kern: tuple, key: str) -> float | None:
         vals = [r[key] for r in rows if tuple(r["kernels"]) == kern and r[key] is not None]
@@ -73,6 +120,8 @@ def _scaling_of(base_key: str, members: list, n_costed: int) -> dict:
         "base": {"blocks": blocks, "depths": depths, "widths": widths, "dcn_groups": dcn, "stem_stride": stride},
         "kernel_settings": [list(k) for k in kernel_order],
         "rows": rows,
+        "lines": _lines(rows, stride, input_size, confidence),
+        "confidence": confidence,
         "change": {"from": list(lo), "to": list(hi), "params": change("params"), "deploy_params": change("deploy_params"),
                    "flops": change("flops"), "latency_ms": change("latency_ms")},
         "replknet_table5": REPLKNET_TABLE5,
