@@ -43,6 +43,7 @@ def evaluate(study_path: str, runtime: str, per_study: int, fit: int, holdout: i
     if len(specs) > per_study:
         rng = np.random.default_rng(seed)
         specs = [specs[i] for i in sorted(rng.choice(len(specs), per_study, replace=False))]
+    fit = min(fit, max(1, len(specs) // 3))  # a small space (smoke: 3 networks) still keeps some held out
     t0 = time.perf_counter()
     table = calibrate(specs, LatencyConfig(runtime=runtime, input_size=size), fit=fit, holdout=holdout, seed=seed)
     seconds = time.perf_counter() - t0
@@ -81,6 +82,11 @@ def main() -> int:
         for rt in args.runtimes:
             print(f"{os.path.basename(p)} / {rt} ...", file=sys.stderr, flush=True)
             results.append(evaluate(p, rt, args.per_study, args.fit, args.holdout, args.seed))
+            r = results[-1]
+            print(f"  table {r['table_mape']:.1f}%  FLOPs-linear {r['flops_mape']:.1f}%", file=sys.stderr, flush=True)
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(results, f, indent=1)
     print(f"\nHeld-out mean absolute percentage error (max in brackets); batch 1, 1 thread, deploy form; "
           f"load average now {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(f"{'study':<12} {'runtime':<12} {'nets':>4} {'parts':>5} {'fit':>3} {'held':>4} {'calib s':>7}  "
@@ -90,9 +96,6 @@ def main() -> int:
               f"{r['calibration_s']:>7.1f}  {r['table_mape']:>6.1f}% [{r['table_max_ape']:>5.1f}%]  "
               f"{r['flops_mape']:>8.1f}% [{r['flops_max_ape']:>5.1f}%]  "
               f"{r['measured_ms'][0]:.3f}-{r['measured_ms'][1]:.3f} ms")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
     return 0
 
 
