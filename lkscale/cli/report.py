@@ -11,9 +11,11 @@ from lkscale.cli import UsageError
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "report", help="write report.md, figures and report.html for a search run folder",
-        description="Pareto fronts (validation accuracy vs deploy latency and vs FLOPs, complete trials only) with "
-                    "hypervolume, trial counts, trial-epochs saved by pruning, kernel-size scaling. Files are written "
-                    "into RUN_DIR; progress goes to stderr.")
+        description="Pareto fronts (mean validation accuracy over replicates with its interval vs deploy latency "
+                    "and vs FLOPs, complete candidates only) with hypervolume, the confirmed front and the members tied "
+                    "within noise (racing statuses from summary.json), trial counts, trial-epochs saved by pruning, "
+                    "kernel-size scaling with the significant steps (paired tests over replicates, Holm) and where "
+                    "gains stop. Files are written into RUN_DIR; progress goes to stderr.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `lkscale search`")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("--no-figures", action="store_true", help="write report.md only (no PNG/HTML)")
@@ -43,8 +45,17 @@ def run(args: argparse.Namespace) -> int:
         for key, fr in result["fronts"].items():
             ref = fr["reference"]
             col = fr["objectives"][1]
-            print(f"front vs {col}: {len(fr['front'])} trials, hypervolume {fr['hypervolume']:.6g} "
+            print(f"front vs {col}: {len(fr['front'])} candidates, hypervolume {fr['hypervolume']:.6g} "
                   f"(reference acc 0, {col} {ref[col]:g}; {ref['source']})")
+        racing = result["racing"]
+        if racing["known"]:
+            print("confirmed front: " + (", ".join(r["name"] for r in racing["confirmed"]) or "none"))
+            print("tied within noise: " + (", ".join(r["name"] for r in racing["tied"]) or "none"))
+        else:
+            print("confirmed front: not determined (summary.json has no racing status)")
+        for sc in result["kernel_scalings"]:
+            for rep, line in sc["lines"].items():
+                print(f"kernel scaling ({'/'.join(sorted(set(sc['base']['blocks'])))}, re-param {rep}): {line['sentence']}")
         print(f"report: {result['files']['report']}")
         if result["files"].get("html"):
             print(f"report (standalone HTML, opens offline): {result['files']['html']}")

@@ -64,11 +64,15 @@ def ms_text(x: float | None) -> str:
     return "-" if x is None else f"{x:.3g}"
 
 
+def _known(*xs: float | None) -> bool:
+    return all(x is not None and x == x for x in xs)  # not None, not NaN
+
+
 def acc_interval_text(mean: float | None, low: float | None, high: float | None, n: int | None) -> str:
     """``61.3% [59.0-63.6] (n=3)``: mean accuracy over replicates, its interval, the replicates behind it."""
     if mean is None:
         return "-"
-    iv = f" [{100 * low:.1f}-{100 * high:.1f}]" if low is not None and high is not None else ""
+    iv = f" [{100 * low:.1f}-{100 * high:.1f}]" if _known(low, high) else ""
     return f"{100 * mean:.1f}%{iv}" + (f" (n={n})" if n else "")
 
 
@@ -81,7 +85,7 @@ def ms_interval_text(median: float | None, low: float | None, high: float | None
     """``2.01 [1.98-2.05]``: latency median (ms) with its interval."""
     if median is None:
         return "-"
-    iv = f" [{sig3(low)}-{sig3(high)}]" if low is not None and high is not None else ""
+    iv = f" [{sig3(low)}-{sig3(high)}]" if _known(low, high) else ""
     return f"{sig3(median)}{iv}"
 
 

@@ -43,6 +43,16 @@ def write_html(run: Run, cands: Run, result: dict, fronts: dict, scalings: list[
     atomic_write(path, html_report(run, result, fronts, scalings, pareto, [plotly_scaling(cands, s) for s in scalings]))
 
 
+def known_intervals(cands: list) -> list:
+    """Candidates whose interval is undefined (one replicate and no ``val_n``: NaN bounds) get None bounds."""
+    for t in cands:
+        for k in ("val_acc_low", "val_acc_high", "latency_low_ms", "latency_high_ms"):
+            v = t.row.get(k)
+            if isinstance(v, float) and v != v:
+                t.row[k] = None
+    return cands
+
+
 def confidence_of(run: Run) -> float:
     """The study's confidence level for intervals and tests (``search.confirm.confidence``, default 0.95)."""
     level = ((run.study.get("search") or {}).get("confirm") or {}).get("confidence")
@@ -84,7 +94,7 @@ def make_report(run_dir: str, reference: dict | None = None, figures: bool = Tru
     run = load_run(run_dir)
     say(f"report for {run.name}: {len(run.trials)} trials in {run.path}")
     level = confidence_of(run)
-    cands = dataclasses.replace(run, trials=candidates(run.trials, level))  # one row per architecture: means
+    cands = dataclasses.replace(run, trials=known_intervals(candidates(run.trials, level)))  # one per architecture
     result: dict[str, Any] = {
         "study": run.name, "run_dir": run.path, "trials": len(run.trials), "candidates": len(cands.trials),
         "candidates_complete": sum(1 for t in cands.trials if t.state == "complete"), "confidence": level,

@@ -9,7 +9,7 @@ from lkscale.report.labels import (OBJECTIVES, STATE_MEANING, acc_interval_text,
                                    dot, fmt_count, latency_text, ms_interval_text, pct, ref_text, reparam_label)
 from lkscale.report.numbers import latency_setting
 from lkscale.report.significance import X_KERNEL, p_text, step_text
-from lkscale.rundir import REPORT_HTML, STATES, Run, Trial
+from lkscale.rundir import REPORT_HTML, STATES, Run
 
 ACC_HEADER = "val acc: mean [95% interval] (n replicates)"
 SCALING_HEADER = ("kernels", "re-param", "candidates (complete)", ACC_HEADER, "per replicate (%, r = 0, 1, ...)",

@@ -58,11 +58,11 @@ def _fit(xs: list, reps: list[dict], confidence: float) -> tuple[dict | None, st
     kx = [x for x, r in zip(xs, reps) for _ in r]
     ky = [a for r in reps for a in r.values()]
     if len(kx) < 4 or len(set(kx)) < 3:
-        return None, f"no curve fitted: it needs >= 4 results at >= 3 settings ({len(kx)} at {len(set(kx))})"
+        return None, f"No curve fitted: it needs >= 4 results at >= 3 settings ({len(kx)} at {len(set(kx))})"
     try:
         fit = fit_saturating(kx, ky)
     except (RuntimeError, ValueError) as e:
-        return None, f"no curve fitted ({str(e).splitlines()[0]})"
+        return None, f"No curve fitted ({str(e).splitlines()[0]})"
     grid = np.linspace(min(xs), max(xs), 101)
     low, high = fit.band(grid, confidence)
     if not np.all(np.isfinite(low)):
@@ -76,8 +76,9 @@ def _fit(xs: list, reps: list[dict], confidence: float) -> tuple[dict | None, st
 def _sentence(xs: list, x_kind: str, settings: list, reps: list[dict], steps: list[dict], alpha: float,
               fit) -> tuple[str, float | None]:
     if max(len(r) for r in reps) < 2:
-        return ("Steps cannot be tested: one replicate per setting (the intervals are Wilson intervals on the "
-                "validation images); run the study with search.replicates >= 2 (3 or more to find real steps)."), None
+        return ("Steps cannot be tested: one replicate per setting (a setting's interval is then the Wilson interval "
+                "on its validation images, none where trials.csv has no val_n); run the study with "
+                "search.replicates >= 2 (3 or more to find real steps)."), None
     if x_kind == X_KERNEL:
         verdict = where_gains_stop(xs, reps, alpha, fit, what=x_kind)
         text = verdict.sentence
@@ -111,7 +112,7 @@ def analyse_line(settings: list, reps: list[dict], stem_stride: int | None, inpu
         out["steps"] = [{"from": list(a), "to": list(b), "diff": next(iter(rb.values())) - next(iter(ra.values())),
                          "low": None, "high": None, "p": None, "p_holm": None, "n": 1, "significant": False}
                         for a, b, ra, rb in zip(settings, settings[1:], reps, reps[1:])]
-    fit, out["fit_note"] = _fit(xs, reps, confidence) if testable else (None, "no curve fitted: one replicate per setting")
+    fit, out["fit_note"] = _fit(xs, reps, confidence) if testable else (None, "No curve fitted: one replicate per setting")
     fit_obj = fit.pop("_fit") if fit else None
     out["fit"] = fit
     out["sentence"], gains_x = _sentence(xs, x_kind, settings, reps, out["steps"], alpha, fit_obj)
