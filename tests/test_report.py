@@ -429,3 +429,52 @@ def test_run_without_racing_status_shows_none(fake_report):
     md = open(os.path.join(run, "report.md"), encoding="utf-8").read()
     assert "**Confirmed front**: not determined" in md
     assert all(r["status"] is None for r in res["fronts"]["latency"]["front"])
+
+
+def test_interactive_front_has_error_bars_and_statuses(replicate_report):
+    """The plotly front: every complete candidate carries its accuracy and latency interval as error bars;
+    front members are split into confirmed / tied traces by their racing status."""
+    import dataclasses
+
+    from lkscale.report.interactive import plotly_pareto
+    from lkscale.rundir import candidates
+
+    run_dir, status, res = replicate_report
+    run = load_run(run_dir)
+    cands = dataclasses.replace(run, trials=candidates(run.trials))
+    fr = res["fronts"]["latency"]
+    by_name = {t.name: t for t in cands.trials}
+    front = [by_name[r["name"]] for r in fr["front"]]
+    fig = plotly_pareto(cands, "latency", front, fr["reference"], fr["front"])
+    complete = next(t for t in fig.data if t.name and t.name.startswith("complete"))
+    names = [re.search(r"<b>(.*?)</b>", h).group(1) for h in complete.hovertext]
+    for i, n in enumerate(names):
+        t = by_name[n]
+        assert complete.y[i] == pytest.approx(t.val_acc)
+        assert complete.error_y.array[i] == pytest.approx(t.val_acc_high - t.val_acc)
+        assert complete.error_y.arrayminus[i] == pytest.approx(t.val_acc - t.val_acc_low)
+        assert complete.error_x.array[i] == pytest.approx(t.latency_high_ms - t.latency_ms)
+    for st in ("confirmed", "tied"):
+        trace = next(t for t in fig.data if t.name and t.name.startswith(f"front: {st}"))
+        shown = {re.search(r"<b>(.*?)</b>", h).group(1) for h in trace.hovertext}
+        assert shown == {r["name"] for r in fr["front"] if status.get(r["name"]) == st}
+
+
+def test_predicted_latency_says_so_with_its_error(tmp_path):
+    import yaml
+
+    run, _ = write_replicate_run(str(tmp_path / "pred"))
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"runtime": "onnxruntime", "error_pct": 7.3}))
+    with open(os.path.join(run, "study.yaml")) as f:
+        study = yaml.safe_load(f)
+    study["budgets"]["latency"].update(source="predicted", table=str(table))
+    with open(os.path.join(run, "study.yaml"), "w") as f:
+        yaml.safe_dump(study, f)
+    summary = json.load(open(os.path.join(run, "summary.json")))
+    del summary["latency"]  # only study.yaml says it: the report reads budgets.latency
+    json.dump(summary, open(os.path.join(run, "summary.json"), "w"))
+    make_report(run, figures=False)
+    md = open(os.path.join(run, "report.md"), encoding="utf-8").read()
+    assert (f"| latency | onnxruntime, batch 1, 1 thread(s), 32 px, deploy form; predicted from table {table} "
+            "(held-out MAPE 7.3%) |") in md
