@@ -45,7 +45,6 @@ class DataConfig:
     download: bool = False              # fetch CIFAR-10 from its official source when no local copy is found
     cache_dir: str | None = None        # None: $LKSCALE_CACHE or ~/.cache/lkscale
     synthetic_classes: int = 10         # synthetic only
-    device_cache: bool = True           # keep decoded uint8 tensors on the training device (GPU runs)
 
 
 @dataclass

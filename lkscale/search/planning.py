@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import time
 from typing import Callable
 
@@ -147,7 +148,18 @@ def _estimate(study: Study, feasible: list, ex: dict, say: Callable[[str], None]
     conc = max(1, study.search.concurrency)
     wall = RAY_START_S + work / conc
     pruned = study.search.mode == "front" and study.search.pruning.scheduler != "none"
+    load = _load_per_cpu()
+    busy = (f"the machine was busy during the probe (load {load:.1f} per core): pessimistic"
+            if load is not None and load > 1.0 else "probed with the machine quiet: trials sharing cores run slower")
     return {"trials": n * reps, "trial_epochs": n * reps * epochs, "seconds_per_epoch": {
         r["name"]: round(epoch_s(r), 1) for r in (lo, hi)}, "wall_seconds": round(wall),
-        "note": ("an upper bound: pruning stops some trials early; " if pruned else "") +
-                "measured with this machine otherwise idle: trials sharing cores run slower"}
+        "probe_load_per_cpu": load,
+        "note": ("an upper bound: pruning stops some trials early; " if pruned else "") + busy}
+
+
+def _load_per_cpu() -> float | None:
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0]) / (os.cpu_count() or 1)
+    except (OSError, ValueError):
+        return None

@@ -2,6 +2,7 @@
 the driver imports this module only when it is about to run Tune)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import warnings
@@ -117,7 +118,8 @@ def fit(study: Study, run_dir: str, tune_root: str, objective: Objective, *, res
     else:
         ledger = Ledger(study.search.trials, study.search.replicates)
     r = study.resources
-    param_space = {"run_dir": run_dir, "data": to_dict(study.data), "proxy": to_dict(study.proxy),
+    proxy = study.proxy if r.gpus_per_trial else dataclasses.replace(study.proxy, device="cpu")  # no GPU asked: none used
+    param_space = {"run_dir": run_dir, "data": to_dict(study.data), "proxy": to_dict(proxy),
                    "cpus_per_trial": r.cpus_per_trial, "weights_checkpoint": bool(address)}
     trainable = trainable or train_candidate
     if address:  # a cluster: nodes without the data root get it from the object store (once per node)
