@@ -1,7 +1,8 @@
 """PNG figures of a run (matplotlib, Agg canvas: no display needed)."""
 from __future__ import annotations
 
-from lkscale.report.labels import OBJECTIVES, blocks_label, dot, ref_text
+from lkscale.report.labels import OBJECTIVES, blocks_label, dot, latency_short, ref_text
+from lkscale.report.numbers import latency_setting
 from lkscale.rundir import STATES, Run, Trial
 
 _STYLE = {  # state -> matplotlib kwargs
@@ -13,6 +14,13 @@ _STRIP_STYLE = {
     "infeasible": dict(marker="x", s=40, color="#7f7f7f", linewidths=1.5),
     "failed": dict(marker="X", s=40, color="#d62728", linewidths=0.5),
 }
+
+
+def x_label(run: Run, objective: str) -> str:
+    """The objective's axis label; latency says how it was measured (runtime, batch, threads, source)."""
+    label = OBJECTIVES[objective][1]
+    how = latency_short(latency_setting(run)) if objective == "latency" else ""
+    return label.replace("(ms)", f"(ms; {how})") if how else label
 
 
 def state_groups(run: Run) -> dict[str, list[Trial]]:
@@ -159,7 +167,8 @@ def pareto_figure(run: Run, objective: str, front: list[Trial], ref: dict, hv: f
     """
     from matplotlib.ticker import EngFormatter
 
-    col, xlabel, unit, _ = OBJECTIVES[objective]
+    col, _, unit, _ = OBJECTIVES[objective]
+    xlabel = x_label(run, objective)
     groups = state_groups(run)
     fig = _figure((9.6, 5.6))
     gs = fig.add_gridspec(2, 1, height_ratios=[6, 1], hspace=0.08)
@@ -292,10 +301,12 @@ def scaling_figure(run: Run, scaling: dict, path: str) -> None:
                 handles.append(h)
                 leg_labels.append(lab)
     b = scaling["base"]
+    how = latency_short(latency_setting(run))
     fig.suptitle(f"{run.name}: kernel-size scaling (base {blocks_label(b['blocks'])}, depths {dot(b['depths'])}, "
-                 f"widths {dot(b['widths'])})", fontsize=11)
+                 f"widths {dot(b['widths'])})" + (f"\nlatency: {how}" if how else ""), fontsize=11)
     fig.legend(handles, leg_labels, loc="lower center", ncol=min(5, max(1, len(handles))), fontsize=8, frameon=False,
                title="re-param branches per stage (small kernel sizes; none = large kernel only)", title_fontsize=8,
                bbox_to_anchor=(0.5, 0.0))
-    fig.subplots_adjust(left=0.09, right=0.97, top=0.9, bottom=0.22 if rot else 0.18, hspace=0.3, wspace=0.25)
+    fig.subplots_adjust(left=0.09, right=0.97, top=0.86 if how else 0.9, bottom=0.22 if rot else 0.18, hspace=0.3,
+                        wspace=0.25)
     fig.savefig(path)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import html
 import math
 
-from lkscale.report.figures import LINE_COLORS, error_bars, fit_positions, state_groups
+from lkscale.report.figures import LINE_COLORS, error_bars, fit_positions, state_groups, x_label
 from lkscale.report.labels import (OBJECTIVES, acc_interval_text, blocks_label, dcn_label, dot, fmt_count,
-                                   ms_interval_text, ref_text, reparam_label)
+                                   latency_short, ms_interval_text, ref_text, reparam_label)
+from lkscale.report.numbers import latency_setting
 from lkscale.report.significance import step_text
 from lkscale.rundir import Run, Trial
 
@@ -126,7 +127,8 @@ def plotly_pareto(run: Run, objective: str, front: list[Trial], ref: dict, recor
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    col, xlabel, unit, _ = OBJECTIVES[objective]
+    col, _, unit, _ = OBJECTIVES[objective]
+    xlabel = x_label(run, objective)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.85, 0.15], vertical_spacing=0.03)
     statuses = [r.get("status") for r in records] if records else [None] * len(front)
     _trace_points(fig, go, state_groups(run), front, col, ref[col], statuses)
@@ -138,7 +140,7 @@ def plotly_pareto(run: Run, objective: str, front: list[Trial], ref: dict, recor
     fig.update_yaxes(showticklabels=False, range=[0, 1], title_text="not trained", row=2, col=1)
     fig.update_xaxes(type="log" if log else "linear", range=rng)
     fig.update_xaxes(title_text=xlabel, row=2, col=1)
-    fig.update_layout(title=f"{run.name}: accuracy vs {xlabel}", height=560, template="plotly_white",
+    fig.update_layout(title=f"{run.name}: mean accuracy vs {OBJECTIVES[objective][1]}", height=560, template="plotly_white",
                       legend=dict(orientation="h", y=-0.2), margin=dict(l=60, r=30, t=60, b=40))
     return fig
 
@@ -187,8 +189,10 @@ def plotly_scaling(run: Run, scaling: dict):
 
     labels = [dot(k) for k in scaling["kernel_settings"]]
     settings = [tuple(k) for k in scaling["kernel_settings"]]
+    how = latency_short(latency_setting(run))
     panels = (("val_acc_mean", "validation accuracy: mean, interval; * significant step"),
-              ("latency_ms", "deploy latency (ms)"), ("flops", "FLOPs (multiply-adds)"), ("params", "parameters"))
+              ("latency_ms", "deploy latency (ms)" + (f"<br><sup>{html.escape(how)}</sup>" if how else "")),
+              ("flops", "FLOPs (multiply-adds)"), ("params", "parameters"))
     fig = make_subplots(rows=2, cols=2, subplot_titles=[p[1] for p in panels])
     reps = sorted({r["reparam"] for r in scaling["rows"]}, key=lambda s: (s != "none", s))
     for i, (key, _title) in enumerate(panels):

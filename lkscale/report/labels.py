@@ -89,6 +89,18 @@ def ms_interval_text(median: float | None, low: float | None, high: float | None
     return f"{sig3(median)}{iv}"
 
 
+def latency_short(lat: dict) -> str:
+    """``onnxruntime, batch 1, 1 thread(s), measured-final`` (axis labels); empty when nothing is recorded."""
+    if not lat.get("runtime"):
+        return ""
+    seen = lat.get("sources_in_trials") or []
+    src = "measured-final" if "measured-final" in seen and lat.get("source") != "predicted" else (lat.get("source") or "")
+    if src == "predicted" and lat.get("mape_pct") is not None:
+        src += f" (MAPE {lat['mape_pct']:.1f}%)"
+    parts = [lat["runtime"], f"batch {lat.get('batch_size') or '?'}", f"{lat.get('threads') or '?'} thread(s)", src]
+    return ", ".join(p for p in parts if p)
+
+
 def latency_text(lat: dict) -> str:
     """One line on what latency means in a run (``lkscale.report.numbers.latency_setting``)."""
     if not any(lat.get(k) for k in ("runtime", "batch_size", "threads", "source")):

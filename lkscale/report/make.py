@@ -10,7 +10,7 @@ from lkscale.report.figures import pareto_figure, scaling_figure
 from lkscale.report.html import html_report
 from lkscale.report.labels import OBJECTIVES
 from lkscale.report.markdown import markdown
-from lkscale.report.numbers import FIXED_NOTE, confirmed_and_tied, front_result, stored_references
+from lkscale.report.numbers import FIXED_NOTE, confirmed_and_tied, front_result, latency_setting, stored_references
 from lkscale.report.scaling import kernel_scalings
 from lkscale.rundir import Run, RunDir, atomic_write, candidates, epochs_saved, load_run, trial_record, update_summary
 
@@ -75,6 +75,9 @@ def _update_summary(run: Run, result: dict, refs: dict) -> None:
                        "hypervolume_normalized": v["hypervolume_normalized"], "reference": v["reference"]}
                    for k, v in result["fronts"].items()},
         "trial_epochs_saved": result["trial_epochs_saved"],
+        "latency": result["latency"],
+        "confirmed": [r["name"] for r in result["racing"]["confirmed"]],
+        "tied": [r["name"] for r in result["racing"]["tied"]],
         "significant_steps": {f"scaling{n}": {rep: [st for st in line["steps"] if st["significant"]]
                                              for rep, line in sc["lines"].items()}
                               for n, sc in enumerate(result["kernel_scalings"])},
@@ -109,6 +112,7 @@ def make_report(run_dir: str, reference: dict | None = None, figures: bool = Tru
         if ref["source"].startswith(FIXED_NOTE):
             refs[key] = {col: ref[col], "source": ref["source"]}
     result["racing"] = racing(cands, fronts["latency"])
+    result["latency"] = latency_setting(run)
     scalings = kernel_scalings(cands, level)
     result["kernel_scaling"] = scalings[0] if scalings else None
     result["kernel_scalings"] = scalings
