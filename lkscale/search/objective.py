@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from lkscale.cost import LatencyTable, estimate, measure_interleaved, predict
-from lkscale.model import build_model
-from lkscale.reparam import reparameterize
+from lkscale.cost import estimate
+from lkscale.cost.measure import latency_of
 from lkscale.rundir import read_costs, write_costs
 from lkscale.space import suggest
 from lkscale.spec import ArchSpec
@@ -45,12 +44,11 @@ class Objective:
         saved = read_costs(run_dir)
         self.costs: dict[str, dict] = saved.get("costs", {})      # spec name -> costs
         self.latency: dict[str, dict] = saved.get("latency", {})  # deploy-form name -> latency fields
-        self._table = None
         self.say = say
 
     def __getstate__(self):
         d = dict(self.__dict__)
-        d["say"], d["_table"] = None, None
+        d["say"] = None
         return d
 
     # ------------------------------------------------------------------------------- latency
@@ -63,19 +61,14 @@ class Objective:
         deploy form unless ``force`` (the final re-measurement of a front)."""
         lat_cfg = self.study.latency
         forms = {s.without_reparam().name: s for s in specs}
-        todo = {n: s for n, s in forms.items() if force or n not in self.latency}
-        if todo and lat_cfg.source == "predicted":
-            table = self._table or LatencyTable.load(lat_cfg.table)
-            self._table = table
-            for n, s in todo.items():
-                self.latency[n] = latency_fields(predict(s, table))
-        elif todo:
-            if self.say:
+        todo = [s for n, s in forms.items() if force or n not in self.latency]
+        if todo:
+            if self.say and lat_cfg.source == "measured":
                 self.say(f"measuring latency of {len(todo)} deploy form(s) side by side {label}({lat_cfg.runtime}, "
                          f"batch {lat_cfg.batch_size}, {lat_cfg.threads} thread(s), {lat_cfg.rounds} rounds)")
-            models = {n: reparameterize(build_model(s, num_classes=10)).eval() for n, s in todo.items()}
-            for n, res in measure_interleaved(models, lat_cfg).items():
-                self.latency[n] = latency_fields(res)
+            res = latency_of(todo, lat_cfg)
+            for s in todo:
+                self.latency[s.without_reparam().name] = latency_fields(res[s.name])
         for s in specs:
             if s.name in self.costs:
                 self.costs[s.name].update(self.latency[s.without_reparam().name])

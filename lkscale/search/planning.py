@@ -18,6 +18,7 @@ from typing import Callable
 import optuna
 
 from lkscale.cost import estimate, measure_train_step
+from lkscale.cost.measure import latency_of
 from lkscale.model import build_model
 from lkscale.search.checks import check_data, check_resources
 from lkscale.search.objective import budget_violations
@@ -87,8 +88,8 @@ def make_plan(study: Study, latency: bool = True, probe: bool = True,
     say(f"costing {len(specs)} distinct networks")
     costs = {n: estimate(s, input_size=study.latency.input_size, num_classes=10, latency=False) for n, s in specs.items()}
     lat = {}
-    if latency and specs and study.latency.source == "measured":
-        say(f"measuring latency side by side ({study.latency.runtime})")
+    if latency and specs:
+        say(f"latency of the deploy forms ({study.latency.source}, {study.latency.runtime})")
         lat = _measure(study, list(specs.values()))
     limits = study.budgets.limits()
     rows = []
@@ -114,11 +115,7 @@ def make_plan(study: Study, latency: bool = True, probe: bool = True,
 
 
 def _measure(study: Study, specs: list) -> dict:
-    from lkscale.cost import measure_interleaved
-    from lkscale.reparam import reparameterize
-
-    models = {s.name: reparameterize(build_model(s, num_classes=10)).eval() for s in specs}
-    res = measure_interleaved(models, study.latency)
+    res = latency_of(specs, study.latency)
     return {n: {"latency_ms": r.median_ms, "latency_low_ms": r.ci_low_ms, "latency_high_ms": r.ci_high_ms,
                 "latency_noisy": r.noisy} for n, r in res.items()}
 
