@@ -1,0 +1,181 @@
+"""Retrain the sample of a finished search at a higher fidelity with Ray Tune, then write the numbers.
+
+Resumable: every finished retrain is recorded in ``fidelity.csv`` as it ends; a re-run (after an
+interruption, or with a larger ``sample``) retrains only what is missing at the same settings. Rows at
+other settings (epochs, training images) are dropped, since they answer another question.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from lkscale.config import DataConfig, FidelityConfig, TrainConfig, from_dict, to_dict
+from lkscale.fidelity.sample import stratified_sample
+from lkscale.fidelity.stats import fidelity_statistics, pruning_rungs, rung_statistics
+from lkscale.rundir import (Run, RunDir, RunDirError, Trial, candidates, load_run, read_fidelity, update_summary,
+                            write_fidelity)
+
+log = logging.getLogger("lkscale.fidelity")
+
+
+@dataclass
+class Plan:
+    run: Run
+    cfg: FidelityConfig
+    data: DataConfig           # the high-fidelity data settings
+    train: TrainConfig         # the high-fidelity training settings
+    proxy_epochs: int
+    sample: list[tuple[Trial, str]]
+    done: list[dict]           # finished retrains at these settings (kept)
+    todo: list[tuple[Trial, str]]
+    cpus_per_trial: float
+    reference: tuple[float, float]
+
+
+def _reference(run: Run, cands: list[Trial]) -> tuple[float, float]:
+    """Hypervolume reference (accuracy 0, latency): the latency budget, else the report's stored point,
+    else 1.5x the largest latency in the run."""
+    if run.budgets.get("max_latency_ms"):
+        return (0.0, float(run.budgets["max_latency_ms"]))
+    stored = ((run.summary.get("report") or {}).get("reference_point") or {}).get("latency") or {}
+    if stored.get("latency_ms"):
+        return (0.0, float(stored["latency_ms"]))
+    lat = [float(c.latency_ms) for c in cands if c.get("latency_ms") is not None]
+    return (0.0, 1.5 * max(lat) if lat else 1.0)
+
+
+def _same_settings(row: dict, cfg: FidelityConfig, train_per_class: int | None) -> bool:
+    return int(row.get("epochs") or 0) == cfg.epochs and row.get("train_per_class") == train_per_class
+
+
+def make_plan(run_dir: str, cfg: FidelityConfig) -> Plan:
+    """Read the run, fix the high-fidelity settings and the sample, and split it into done / to do."""
+    run = load_run(run_dir)
+    if not run.study:
+        raise RunDirError(f"{run_dir}: no study.yaml, so the proxy's settings are unknown")
+    data0 = from_dict(DataConfig, run.study.get("data") or {})
+    proxy = from_dict(TrainConfig, run.study.get("proxy") or {})
+    data = dataclasses.replace(
+        data0, train_per_class=cfg.train_per_class or data0.train_per_class, augment=cfg.augment,
+        val_per_class=cfg.val_per_class or data0.val_per_class, input_size=cfg.input_size or data0.input_size)
+    train = dataclasses.replace(proxy, epochs=cfg.epochs, seed=cfg.seed)
+    cands = candidates([t for t in run.trials])
+    sample = stratified_sample(cands, cfg.sample, cfg.seed)
+    if len(sample) < 3:
+        raise RunDirError(f"{run_dir}: {len(sample)} complete candidate(s) with a latency; a fidelity check needs 3")
+    rows = [r for r in read_fidelity(run_dir) if _same_settings(r, cfg, data.train_per_class)]
+    done = [r for r in rows if r.get("state") == "complete"]
+    names = {r["name"] for r in done}
+    todo = [(c, role) for c, role in sample if c.name not in names]
+    cpus = float((run.study.get("resources") or {}).get("cpus_per_trial") or 1.0)
+    return Plan(run, cfg, data, train, int(proxy.epochs), sample, done, todo, cpus, _reference(run, cands))
+
+
+def keep_finished(plan: Plan) -> None:
+    """Rewrite ``fidelity.csv`` with the finished retrains at the plan's settings only (the rest is retrained)."""
+    write_fidelity(plan.run.path, plan.done)
+
+
+def trial_dirname(trial) -> str:
+    return f"retrain_{trial.trial_id}"
+
+
+def _candidate(c: Trial, role: str) -> dict:
+    return {"name": c.name, "spec": c.spec, "number": c.get("number", 0), "latency_ms": c.get("latency_ms"),
+            "proxy_acc": c.val_acc, "role": role, "kernels": c.get("kernels"), "blocks": c.get("blocks")}
+
+
+def run_tune(plan: Plan, address: str | None = None, say: Callable[[str], None] = log.info,
+             trainable: Callable | None = None) -> None:
+    """Ray Tune over the retrains still to do (``trainable``: a stand-in for tests; the search's by default)."""
+    import ray  # deferred on purpose: reading a run's fidelity numbers needs no Ray
+    from ray import tune
+
+    from lkscale.fidelity.recorder import FidelityRecorder
+    from lkscale.fidelity.trainable import retrain
+
+    run_dir, d = plan.run.path, RunDir(plan.run.path)
+    keep_finished(plan)
+    if not plan.todo:
+        return
+    if not ray.is_initialized():
+        say("starting Ray" if not address else f"connecting to Ray at {address}")
+        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    fn = retrain if trainable is None else tune.with_parameters(retrain, inner=trainable)
+    if address and trainable is None:
+        from lkscale.search.staging import data_stage_payload
+
+        stage = data_stage_payload(plan.data)
+        if stage is not None:
+            fn = tune.with_parameters(fn, data_stage=stage)
+    fn = tune.with_resources(fn, {"cpu": plan.cpus_per_trial})
+    space = {"run_dir": d.fidelity_dir, "data": to_dict(plan.data), "proxy": to_dict(plan.train),
+             "cpus_per_trial": plan.cpus_per_trial, "weights_checkpoint": bool(address),
+             "candidate": tune.grid_search([_candidate(c, role) for c, role in plan.todo])}
+    os.makedirs(d.fidelity_dir, exist_ok=True)
+    k = 1
+    while os.path.isdir(os.path.join(d.fidelity_dir, f"tune_{k}")):
+        k += 1
+    say(f"retraining {len(plan.todo)} of {len(plan.sample)} sampled candidates at {plan.cfg.epochs} epochs "
+        f"({plan.proxy_epochs} in the proxy), {plan.cfg.concurrency} at a time"
+        + (f"; {len(plan.done)} finished before are kept" if plan.done else ""))
+    tuner = tune.Tuner(fn, param_space=space,
+                       tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=plan.cfg.concurrency,
+                                                   reuse_actors=False, trial_dirname_creator=trial_dirname),
+                       run_config=tune.RunConfig(name=f"tune_{k}", storage_path=d.fidelity_dir, verbose=0,
+                                                 callbacks=[FidelityRecorder(run_dir, plan.cfg.epochs,
+                                                                             plan.data.train_per_class, say)]))
+    tuner.fit()
+
+
+def statistics(plan: Plan) -> dict:
+    """The ``fidelity`` entry of summary.json: settings, sample, proxy-vs-high statistics, pruning rungs."""
+    cfg, run = plan.cfg, plan.run
+    rows = [r for r in read_fidelity(run.path) if _same_settings(r, cfg, plan.data.train_per_class)]
+    search = run.study.get("search") or {}
+    pr = search.get("pruning") or {}
+    rf = float(pr.get("reduction_factor") or 2.0)
+    rungs = pruning_rungs(plan.proxy_epochs, int(pr.get("grace_epochs") or 1), rf)
+    first = [t for t in run.trials if int(t.get("replicate") or 0) == 0]
+    return {
+        "settings": {**to_dict(cfg), "proxy_epochs": plan.proxy_epochs,
+                     "proxy_train_per_class": (run.study.get("data") or {}).get("train_per_class"),
+                     "high_train_per_class": plan.data.train_per_class, "high_val_per_class": plan.data.val_per_class,
+                     "high_input_size": plan.data.input_size, "epoch_ratio": cfg.epochs / max(1, plan.proxy_epochs)},
+        "sample": [{"name": c.name, "role": role} for c, role in plan.sample],
+        "proxy_vs_high": fidelity_statistics(rows, plan.reference, cfg.top_k, cfg.warn_tau, cfg.seed),
+        "rungs": [rung_statistics(first, r, plan.proxy_epochs, cfg.top_k, 1 / rf, cfg.warn_tau, cfg.seed) for r in rungs],
+        "pruning": pr.get("scheduler", "moasha"),
+    }
+
+
+def run_fidelity(run_dir: str, cfg: FidelityConfig, address: str | None = None,
+                 say: Callable[[str], None] = log.info, trainable: Callable | None = None,
+                 figure: bool = True) -> dict:
+    """Retrain what is missing, then write ``summary.json``'s ``fidelity`` key (and the scatter); returns it."""
+    plan = make_plan(run_dir, cfg)
+    run_tune(plan, address, say, trainable)
+    out = statistics(plan)
+    if figure:
+        from lkscale.fidelity.figure import scatter_png
+
+        rows = [r for r in read_fidelity(run_dir) if r.get("state") == "complete"]
+        out["figure"] = os.path.basename(scatter_png(rows, RunDir(run_dir).fidelity_png, out["proxy_vs_high"]) or "")
+    update_summary(run_dir, {"fidelity": _finite(out)})
+    return out
+
+
+def _finite(v):
+    """NaN/inf as None, so summary.json stays strict JSON."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
