@@ -64,7 +64,7 @@ class Progress:
             self.stream.flush()
             self._last = line
 
-    def trial_done(self, row: dict, rows: Iterable[dict]) -> None:
+    def trial_done(self, row: dict, rows: Iterable[dict], running: dict | None = None) -> None:
         acc = row.get("val_acc")
         acc_s = f"acc {float(acc):.3f}" if acc not in ("", None) and row.get("state") != "infeasible" else ""
         lat = row.get("latency_ms")
@@ -74,4 +74,4 @@ class Progress:
         if self.live:
             self.stream.write("\r\033[K")
         self.write(f"[trial {row.get('number')}{rep}] {row.get('state', ''):<10} {row.get('name') or '-'}  {acc_s}  "
-                   f"{lat_s}  epochs {row.get('epochs_done')}/{self.epochs}{extra}\n    {self.summary(rows)}")
+                   f"{lat_s}  epochs {row.get('epochs_done')}/{self.epochs}{extra}\n    {self.summary(rows, running)}")

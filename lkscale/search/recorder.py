@@ -91,7 +91,7 @@ class Recorder(Callback):
         row = self._record(trial, result, prev.get("state") if prev.get("state") not in (None, "running")
                            else trial_state(result))
         if self.progress:
-            self.progress.trial_done(row, self.rows.values())
+            self.progress.trial_done(row, self.rows.values(), _running(trials, trial))
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         """Final weights persisted by Tune to storage: copied into the run folder when the trial's node
@@ -120,4 +120,8 @@ class Recorder(Callback):
         result["error"] = err or "trial process failed"
         row = self._record(trial, result, "failed")
         if self.progress:
-            self.progress.trial_done(row, self.rows.values())
+            self.progress.trial_done(row, self.rows.values(), _running(trials, trial))
+
+
+def _running(trials, done) -> dict:
+    return {t.trial_id: t for t in trials if t.status == "RUNNING" and t is not done}
