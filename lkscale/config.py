@@ -16,7 +16,8 @@ from typing import Any, Mapping
 
 DATASETS = ("imagefolder", "cifar10", "fashion_mnist", "synthetic")
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
-SCHEDULERS = ("moasha", "asha", "none")
+SCHEDULERS = ("moasha", "asha", "optuna", "none")
+OPTUNA_PRUNERS = ("successive_halving", "hyperband", "median")
 MODES = ("front", "scaling")
 RUNTIMES = ("onnxruntime", "torch", "compile", "cuda")
 LATENCY_SOURCES = ("measured", "predicted")
@@ -113,7 +114,8 @@ class BudgetConfig:
 
 @dataclass(frozen=True)
 class PruningConfig:
-    scheduler: str = "moasha"      # moasha | asha | none
+    scheduler: str = "moasha"      # moasha | asha | optuna | none
+    pruner: str = "successive_halving"  # scheduler: optuna -> successive_halving | hyperband | median
     grace_epochs: int = 1
     reduction_factor: float = 2.0
 
@@ -186,7 +188,8 @@ RULES: dict[type, dict[str, dict]] = {
     BudgetConfig: {"max_params": _R(kind="num", lo=0, strict=True, optional=True),
                    "max_flops": _R(kind="num", lo=0, strict=True, optional=True),
                    "max_latency_ms": _R(kind="num", lo=0, strict=True, optional=True)},
-    PruningConfig: {"scheduler": _R(kind="str", allowed=SCHEDULERS), "grace_epochs": _R(kind="int", lo=1),
+    PruningConfig: {"scheduler": _R(kind="str", allowed=SCHEDULERS), "pruner": _R(kind="str", allowed=OPTUNA_PRUNERS),
+                    "grace_epochs": _R(kind="int", lo=1),
                     "reduction_factor": _R(kind="num", lo=1, strict=True)},
     ConfirmConfig: {"enabled": _R(kind="bool"), "max_replicates": _R(kind="int", lo=1),
                     "budget_epochs": _R(kind="int", lo=0), "confidence": _R(kind="num", lo=0.5, strict=True)},

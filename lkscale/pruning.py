@@ -8,7 +8,11 @@ breaking ties inside the boundary layer by crowding distance (as NSGA-II does; M
 al. 2021). A fast, less accurate model is on the first layer and survives, which plain ASHA on
 accuracy would stop at its first rung, cutting off the low-latency end of the front.
 
-Ray's single-objective ``ASHAScheduler`` on accuracy (``asha``) and no pruning (``none``) stay selectable.
+``OptunaPrunerScheduler`` (``optuna``) asks one of Optuna's own pruners (successive halving, Hyperband,
+median) through Optuna's public API (``Trial.report`` / ``Trial.should_prune`` on a side study of
+validation accuracy: Optuna does not support intermediate values in a two-objective study, which is why
+Ray's ``OptunaSearch`` cannot prune there). Ray's single-objective ``ASHAScheduler`` on accuracy
+(``asha``) and no pruning (``none``) stay selectable.
 A stopped trial's final result gets ``done=True`` from Tune before callbacks run; the search's
 recorder marks it ``pruned`` there, which is how the Optuna searcher learns to record it as PRUNED.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from lkscale.pareto import crowding_distance, non_dominated_sort
@@ -87,8 +92,82 @@ class MultiObjectiveASHA(FIFOScheduler):
         return "MultiObjectiveASHA: " + ", ".join(f"rung {r}: {len(v)}" for r, v in self.recorded.items())
 
 
-def make_scheduler(kind: str, max_t: int, grace_period: int, reduction_factor: float, history: list | None = None):
-    """``history``: (key, accuracy per epoch, latency) of trials already run (multi-objective ASHA only)."""
+OPTUNA_PRUNERS = ("successive_halving", "hyperband", "median")
+
+
+def optuna_pruner(name: str, grace_period: int, reduction_factor: float, max_t: int) -> optuna.pruners.BasePruner:
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=grace_period,
+                                                      reduction_factor=max(2, round(reduction_factor)))
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=grace_period, max_resource=max_t,
+                                              reduction_factor=max(2, round(reduction_factor)))
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=grace_period - 1)
+
+
+class OptunaPrunerScheduler(FIFOScheduler):
+    """Optuna's pruner decides, between epochs, on the validation accuracy curve (see the module docstring).
+
+    The side study lives in memory and is rebuilt from the recorded curves when Tune restores the
+    scheduler or a search resumes (``history``)."""
+
+    def __init__(self, pruner: str, max_t: int, grace_period: int = 1, reduction_factor: float = 2,
+                 acc: str = "val_acc", history: list | None = None):
+        super().__init__()
+        self.pruner, self.max_t, self.grace, self.rf, self.acc = pruner, max_t, grace_period, reduction_factor, acc
+        self.curves: dict[str, list[float]] = {key: list(accs) for key, accs, _ in history or []}
+        self.stopped: set = set()
+        self._build()
+
+    def _build(self) -> None:
+        level = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.study = optuna.create_study(direction="maximize",
+                                         pruner=optuna_pruner(self.pruner, self.grace, self.rf, self.max_t))
+        optuna.logging.set_verbosity(level)
+        self.live: dict[str, optuna.Trial] = {}
+        for key, accs in self.curves.items():  # the record: finished curves, so rungs compare with them
+            t = self.study.ask()
+            for e, a in enumerate(accs, 1):
+                t.report(a, e)
+            done = len(accs) >= self.max_t and key not in self.stopped
+            self.study.tell(t, accs[-1] if done else None,
+                            state=optuna.trial.TrialState.COMPLETE if done else optuna.trial.TrialState.PRUNED)
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d.pop("study", None)
+        d.pop("live", None)
+        return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        self._build()
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        step = result.get("epoch")
+        if step is None or result.get("infeasible") or result.get("failed") \
+                or int((trial.config or {}).get("replicate") or 0) > 0:
+            return TrialScheduler.CONTINUE
+        t = self.live.get(trial.trial_id) or self.live.setdefault(trial.trial_id, self.study.ask())
+        acc = float(result[self.acc])
+        self.curves.setdefault(trial.trial_id, []).append(acc)
+        t.report(acc, int(step))
+        if step >= self.max_t:
+            self.study.tell(t, acc, skip_if_finished=True)
+            return TrialScheduler.CONTINUE
+        if t.should_prune():
+            self.stopped.add(trial.trial_id)
+            self.study.tell(t, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+
+def make_scheduler(kind: str, max_t: int, grace_period: int, reduction_factor: float, history: list | None = None,
+                   pruner: str = "successive_halving"):
+    """``history``: (key, accuracy per epoch, latency) of trials already run (rebuilds the rungs on resume)."""
+    if kind == "optuna":
+        return OptunaPrunerScheduler(pruner, max_t, grace_period, reduction_factor, history=history)
     if kind == "moasha":
         return MultiObjectiveASHA(max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor,
                                   history=history)

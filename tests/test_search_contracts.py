@@ -204,3 +204,27 @@ def test_run_folder_holds_no_pickle(smoke_run):
             with open(os.path.join(dirpath, f), "rb") as fh:
                 head = fh.read(2)
             assert not (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")), f
+
+
+@pytest.mark.slow
+def test_optunas_own_pruner_stops_trials_recorded_pruned(tmp_path):
+    out = tmp_path / "run"
+    run(study_file(tmp_path, search={"pruning": {"scheduler": "optuna", "pruner": "successive_halving",
+                                                 "grace_epochs": 1, "reduction_factor": 2}}), out)
+    rows = read_trials(str(out))
+    ot = {t.number: t for t in optuna_trials(out)}
+    pruned = [t for t in rows if t.state == "pruned"]
+    assert pruned and all(ot[t.number].state.name == "PRUNED" and len(t.val_acc_epochs) < 4 for t in pruned)
+    assert all(ot[t.number].state.name == "COMPLETE" for t in rows if t.state == "complete")
+
+
+def test_optuna_pruner_scheduler_survives_tunes_checkpoint_pickle():
+    import pickle
+
+    from lkscale.pruning import OptunaPrunerScheduler
+
+    s = OptunaPrunerScheduler("successive_halving", max_t=4, history=[("a", [0.3, 0.4, 0.5, 0.6], 1.0),
+                                                                         ("b", [0.2], 1.0)])
+    again = pickle.loads(pickle.dumps(s))  # Tune checkpoints its scheduler; the side study is rebuilt
+    states = sorted(t.state.name for t in again.study.trials)
+    assert states == ["COMPLETE", "PRUNED"] and again.curves == s.curves

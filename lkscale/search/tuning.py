@@ -90,7 +90,8 @@ def _scheduler(study: Study, run_dir: str, resume: bool):
         return make_scheduler("none", study.proxy.epochs, 1, 2)  # a scaling study never prunes a grid point
     pr = study.search.pruning
     history = rung_history(read_trials(run_dir), study.proxy.epochs) if resume else []
-    return make_scheduler(pr.scheduler, int(study.proxy.epochs), pr.grace_epochs, pr.reduction_factor, history=history)
+    return make_scheduler(pr.scheduler, int(study.proxy.epochs), pr.grace_epochs, pr.reduction_factor, history=history,
+                          pruner=pr.pruner)
 
 
 def fit(study: Study, run_dir: str, tune_root: str, objective: Objective, *, resume: bool, address: str | None,
