@@ -30,7 +30,14 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    parser = argparse.ArgumentParser(prog="lkscale", description="Search and scale large-kernel ConvNets.")
+    parser = argparse.ArgumentParser(
+        prog="lkscale", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Search and scale large-kernel ConvNets (RepLKNet, ConvNeXt, DCNv3, MogaNet) for your data and "
+                    "latency budget:\nthe Pareto front of accuracy vs deployed latency, with intervals.",
+        epilog="A first session:\n  lkscale plan studies/kernel_size.yaml      what it will train, cost and take\n"
+               "  lkscale search studies/kernel_size.yaml    run it (results in runs/kernel_size/)\n"
+               "  lkscale report runs/kernel_size            fronts, intervals, scaling; report.html\n"
+               "Each verb has --help.")
     from lkscale import __version__
 
     parser.add_argument("--version", action="version", version=f"lkscale {__version__}")
