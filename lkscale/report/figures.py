@@ -176,6 +176,7 @@ def pareto_figure(run: Run, objective: str, front: list[Trial], ref: dict, hv: f
     strip = fig.add_subplot(gs[1], sharex=ax)
     ref_x, ref_txt = ref[col], ref_text(ref[col], unit)
     xs_all = [t.row[col] for t in run.trials if t.get(col) is not None]
+    bounds = [t.row[k] for k in LOW_HIGH.get(col, ()) for t in run.trials if t.get(k) is not None]
     in_range = ref_x <= (max(xs_all) if xs_all else ref_x) * 1.6
     _dominated_area(ax, front, col, ref_x, hv)
     _trained_points(ax, groups, front, col, ref_x, list(statuses or [None] * len(front)))
@@ -186,7 +187,7 @@ def pareto_figure(run: Run, objective: str, front: list[Trial], ref: dict, hv: f
                 label=f"reference point\n({ref_txt}, acc 0)")
     _accuracy_axis(ax, run, xlabel)
     _untrained_strip(strip, groups, col, xlabel)
-    _x_limits(ax, xs_all + ([ref_x] if in_range else []))
+    _x_limits(ax, xs_all + bounds + ([ref_x] if in_range else []))
     if unit == "MACs":
         strip.xaxis.set_major_formatter(EngFormatter())
     handles, labels = ax.get_legend_handles_labels()

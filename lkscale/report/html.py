@@ -146,7 +146,7 @@ def _scaling_section(run: Run, scalings: list[dict], fig_html: list[str]) -> str
         if len(scalings) > 1:
             out.append(f"<h3>{_esc(blocks_label(sc['base']['blocks']))}</h3>")
         out += [f"<p>{_esc(base_text(sc))}</p>", fig, table(SCALING_HEADER, scaling_rows(sc)), _steps_table(sc),
-                "<ul>" + "".join(f"<li>re-param {_esc(rep)}: {_esc(line['sentence'])} {_esc(fit_text(line))}</li>"
+                "<ul>" + "".join(f"<li>re-param {_esc(rep)}: {_esc((line['sentence'] + ' ' + fit_text(line)).strip())}</li>"
                                  for rep, line in sc["lines"].items()) + "</ul>",
                 "<p>Relative change from the smallest to the largest kernel setting, beside RepLKNet (Ding et al. 2022, "
                 "Table 5):</p>", table(("", "from", "to", "params", "FLOPs", "latency"), comparison_rows(run, sc)),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 import math
 
-from lkscale.report.figures import LINE_COLORS, error_bars, fit_positions, state_groups, x_label
+from lkscale.report.figures import LINE_COLORS, LOW_HIGH, error_bars, fit_positions, state_groups, x_label
 from lkscale.report.labels import (OBJECTIVES, acc_interval_text, blocks_label, dcn_label, dot, fmt_count,
                                    latency_short, ms_interval_text, ref_text, reparam_label)
 from lkscale.report.numbers import latency_setting
@@ -132,7 +132,8 @@ def plotly_pareto(run: Run, objective: str, front: list[Trial], ref: dict, recor
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.85, 0.15], vertical_spacing=0.03)
     statuses = [r.get("status") for r in records] if records else [None] * len(front)
     _trace_points(fig, go, state_groups(run), front, col, ref[col], statuses)
-    log, ref_in, rng = x_frame([t.get(col) for t in run.trials], ref[col])
+    bounds = [t.get(k) for k in LOW_HIGH.get(col, ()) for t in run.trials]  # error bars stay inside the frame
+    log, ref_in, rng = x_frame([t.get(col) for t in run.trials] + bounds, ref[col])
     _mark_reference(fig, go, ref[col], ref_in, ref_text(ref[col], unit))
     accs = [t.get("val_acc_high", t.val_acc) for t in run.trials if t.get("val_acc") is not None]
     fig.update_yaxes(title_text="validation accuracy", tickformat=".0%", row=1, col=1,

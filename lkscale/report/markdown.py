@@ -229,7 +229,7 @@ def _scaling_section(run: Run, scalings: list[dict], figures: dict) -> list[str]
         L += _table(STEPS_HEADER, steps) if steps else ["_No two kernel settings of one re-param line both have a "
                                                         "complete result: no step to test._"]
         for rep, line in scaling["lines"].items():
-            L += ["", f"- re-param {rep}: {line['sentence']} {fit_text(line)}"]
+            L += ["", f"- re-param {rep}: {line['sentence']} {fit_text(line)}".rstrip()]
         L += ["", "Relative change from the smallest to the largest kernel setting, beside RepLKNet (Ding et al. 2022, "
                   "Table 5):", ""]
         L += _table(("", "from", "to", "params", "FLOPs", "latency"), comparison_rows(run, scaling))
