@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 from lkscale.export.safety import ExportError
-from lkscale.rundir import front_of
+from lkscale.rundir import candidates, front_of
 
 
 def select_winners(run, top: int | None = None, pareto: bool = False) -> list:
     """Complete trials to export: the accuracy/latency Pareto front, or the ``top`` by validation accuracy
-    (one per architecture: the best trial of each)."""
+    (one per architecture: its mean over replicates, as the report ranks it)."""
     if (top is None) == (not pareto):
         raise ExportError("choose exactly one of --top N or --pareto")
-    complete = [t for t in run.trials if t.state == "complete" and t.get("val_acc") is not None]
+    cands = candidates(run.trials)
+    complete = [t for t in cands if t.state == "complete" and t.get("val_acc") is not None]
     if not complete:
         raise ExportError(f"{run.path}: no complete trials to export")
     if pareto:
-        return front_of(run.trials, "latency_ms")
+        return front_of(cands, "latency_ms")
     if not isinstance(top, int) or isinstance(top, bool) or top < 1:
         raise ExportError(f"--top must be an integer >= 1, got {top!r}")
     inf = float("inf")
