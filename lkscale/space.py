@@ -113,25 +113,9 @@ def _walk(space: SpaceConfig, get: Callable[[str, Knob], Any], input_size: int) 
                 s["reparam"] = list(pick("reparam", g["reparam"]))
         else:
             s.pop("reparam", None)
-    # kernel clipping to what each stage's map can use
-    notes = []
-    for i, (s, h) in enumerate(zip(stages, map_sizes(stem["stride"], n, input_size))):
-        useful = 2 * h - 1
-        k = s.get("kernel")
-        if isinstance(k, int) and k > useful:
-            if space.kernel_clip == "reject":
-                return Candidate(None, params, notes, f"stage {i} kernel {k} exceeds the {useful}x{useful} taps "
-                                                      f"a {h}x{h} map can use (kernel_clip: reject)")
-            notes.append(f"stage {i}: kernel {k} -> {useful} ({h}x{h} map)")
-            s["kernel"] = k = useful
-        if s.get("reparam"):
-            try:
-                kept = [b for b in s["reparam"] if Branch.parse(b, f"stages[{i}].reparam").span < k]
-            except SpecError as e:
-                return Candidate(None, params, notes, str(e))
-            if len(kept) != len(s["reparam"]):
-                notes.append(f"stage {i}: branches {[b for b in s['reparam'] if b not in kept]} dropped (not smaller than kernel {k})")
-            s["reparam"] = kept
+    notes, error = _clip_kernels(space, stages, map_sizes(stem["stride"], n, input_size))
+    if error:
+        return Candidate(None, params, notes, error)
     base["stages"] = stages
     base["stem"] = stem
     base.setdefault("drop_path_rate", space.drop_path_rate)
@@ -143,6 +127,30 @@ def _walk(space: SpaceConfig, get: Callable[[str, Knob], Any], input_size: int) 
     except SpecError as e:
         return Candidate(None, params, notes, str(e))
     return Candidate(spec, params, notes)
+
+
+def _clip_kernels(space: SpaceConfig, stages: list, sizes: list) -> tuple[list, str | None]:
+    """Clip each stage's kernel to the 2H-1 taps its map can use (or reject), drop branches not smaller
+    than the kernel; returns (notes, error)."""
+    notes = []
+    for i, (s, h) in enumerate(zip(stages, sizes)):
+        useful = 2 * h - 1
+        k = s.get("kernel")
+        if isinstance(k, int) and k > useful:
+            if space.kernel_clip == "reject":
+                return notes, (f"stage {i} kernel {k} exceeds the {useful}x{useful} taps "
+                               f"a {h}x{h} map can use (kernel_clip: reject)")
+            notes.append(f"stage {i}: kernel {k} -> {useful} ({h}x{h} map)")
+            s["kernel"] = k = useful
+        if s.get("reparam"):
+            try:
+                kept = [b for b in s["reparam"] if Branch.parse(b, f"stages[{i}].reparam").span < k]
+            except SpecError as e:
+                return notes, str(e)
+            if len(kept) != len(s["reparam"]):
+                notes.append(f"stage {i}: branches {[b for b in s['reparam'] if b not in kept]} dropped (not smaller than kernel {k})")
+            s["reparam"] = kept
+    return notes, None
 
 
 def suggest(trial, space: SpaceConfig, input_size: int) -> Candidate:

@@ -304,6 +304,23 @@ def _parse_space(raw: Any) -> SpaceConfig:
                     raise StudyError(where, "missing: with no base preset every stage needs it")
         if "block" not in knobs and (not stages or any("block" not in st for st in stages)):
             raise StudyError("space.block", "missing: with no base preset give the block family")
+    _check_blocks_and_kernels(knobs, stages, patterns)
+    clip = raw.get("kernel_clip", "clip")
+    if clip not in ("clip", "reject"):
+        raise StudyError("space.kernel_clip", f"{clip!r}: allowed: clip, reject")
+    dpr = raw.get("drop_path_rate", (base or {}).get("drop_path_rate", 0.0) if base_name is None else 0.0)
+    if not isinstance(dpr, (int, float)) or not 0 <= dpr < 1:
+        raise StudyError("space.drop_path_rate", f"{dpr!r} must be in [0, 1)")
+    ls = raw.get("layer_scale")
+    if ls is not None and (not isinstance(ls, (int, float)) or isinstance(ls, bool) or ls < 0):
+        raise StudyError("space.layer_scale", f"{ls!r} must be a number >= 0 (0 disables layer scale)")
+    return SpaceConfig(base=base, base_name=base_name, num_stages=n, knobs=knobs, patterns=patterns,
+                       stages=tuple(stages), kernel_clip=clip, drop_path_rate=float(dpr),
+                       layer_scale=None if ls is None else float(ls))
+
+
+def _check_blocks_and_kernels(knobs: dict, stages: list, patterns: dict) -> None:
+    """Block names must be known and kernels odd, wherever a knob sets them."""
     for path, kn in [(f"space.{k}", v) for k, v in knobs.items()] + [
             (f"space.stages[{i}].{k}", v) for i, st in enumerate(stages) for k, v in st.items()]:
         if path.endswith(".block"):
@@ -319,18 +336,6 @@ def _parse_space(raw: Any) -> SpaceConfig:
             for j, c in enumerate(pat):
                 if not isinstance(c, int) or c < 1 or c % 2 == 0:
                     raise StudyError(f"space.kernels[{i}][{j}]", f"kernel {c!r} must be an odd integer >= 1")
-    clip = raw.get("kernel_clip", "clip")
-    if clip not in ("clip", "reject"):
-        raise StudyError("space.kernel_clip", f"{clip!r}: allowed: clip, reject")
-    dpr = raw.get("drop_path_rate", (base or {}).get("drop_path_rate", 0.0) if base_name is None else 0.0)
-    if not isinstance(dpr, (int, float)) or not 0 <= dpr < 1:
-        raise StudyError("space.drop_path_rate", f"{dpr!r} must be in [0, 1)")
-    ls = raw.get("layer_scale")
-    if ls is not None and (not isinstance(ls, (int, float)) or isinstance(ls, bool) or ls < 0):
-        raise StudyError("space.layer_scale", f"{ls!r} must be a number >= 0 (0 disables layer scale)")
-    return SpaceConfig(base=base, base_name=base_name, num_stages=n, knobs=knobs, patterns=patterns,
-                       stages=tuple(stages), kernel_clip=clip, drop_path_rate=float(dpr),
-                       layer_scale=None if ls is None else float(ls))
 
 
 def load_study(path: str) -> Study:
