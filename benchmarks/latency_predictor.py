@@ -50,7 +50,11 @@ def evaluate(study_path: str, runtime: str, per_study: int, fit: int, holdout: i
     by_name = {s.name: s for s in specs}
     flops = {r["name"]: count_flops(lkscale.reparameterize(lkscale.build_model(by_name[r["name"]], num_classes=10)),
                                     size)[0] for r in table.fit + table.holdout}
-    a, b = fit_linear([flops[r["name"]] for r in table.fit], [r["measured_ms"] for r in table.fit])
+    fx, fy = [flops[r["name"]] for r in table.fit], [r["measured_ms"] for r in table.fit]
+    if len(set(fx)) >= 2:
+        a, b = fit_linear(fx, fy)
+    else:  # one fit point: latency proportional to MACs
+        a, b = 0.0, float(np.mean(np.divide(fy, fx)))
     held = table.holdout
     meas = [r["measured_ms"] for r in held]
     table_pred = [r["predicted_ms"] for r in held]
