@@ -5,7 +5,7 @@ resume — while each candidate reports a learning curve fixed by its kernels, s
 trials a rule must stop. Every execution of a (candidate, replicate) appends a line to
 ``$CURVES_LOG``, so tests can count what was trained.
 
-Run as a script: ``python tests/curves.py STUDY OUT [--resume] [--trials N]``.
+Run as a script: ``python tests/curves.py STUDY OUT [--resume] [--trials N] [--tensorboard]``.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     trials = int(argv[argv.index("--trials") + 1]) if "--trials" in argv else None
     run_study(argv[0], output=argv[1], resume="--resume" in argv, trials=trials, trainable=curve_trainable,
-              progress=lambda m: print(m, file=sys.stderr, flush=True))
+              progress=lambda m: print(m, file=sys.stderr, flush=True), tensorboard="--tensorboard" in argv)
     return 0
 
 

@@ -60,9 +60,11 @@ def optuna_trials(out, name="contracts"):
 def test_grid_search_prunes_dominated_keeps_rung_front_and_never_trains_a_network_twice(tmp_path):
     log = tmp_path / "trained.log"
     out = tmp_path / "run"
-    run(study_file(tmp_path), out, env={"CURVES_LOG": str(log)})
+    run(study_file(tmp_path), out, "--tensorboard", env={"CURVES_LOG": str(log)})
     rows = read_trials(str(out))
     names = [t.name for t in rows]
+    events = [f for _, _, fs in os.walk(out / "tune") for f in fs if f.startswith("events.out.tfevents")]
+    assert len(events) >= 9  # --tensorboard: per-trial learning curves as TensorBoard event files
     # 10 grid points build 9 networks (the 3x3 branch is dropped on the all-3x3 network): 9 rows, each trained once
     assert len(rows) == 9 and len(set(names)) == 9
     assert all(n == 1 for n in trained(log).values()) and len(trained(log)) == 9
@@ -195,6 +197,7 @@ def test_budgets_end_to_end_never_train_and_violate_the_constraint(tmp_path):
     rows2 = read_trials(str(out2))
     assert len(rows2) == 4 and all(t.state == "infeasible" and "latency_ms" in t.error for t in rows2)
     assert not trained(log2)
+    assert not [f for _, _, fs in os.walk(out2) for f in fs if f.startswith("events.out.tfevents")]  # not asked
 
 
 def test_run_folder_holds_no_pickle(smoke_run):
