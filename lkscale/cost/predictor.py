@@ -247,7 +247,10 @@ def calibrate(space_specs: list[ArchSpec], cfg: LatencyConfig, input_size: int |
     chosen = split_fit(list(nets), {n: skeleton(by_name[n]) for n in nets}, fit, holdout, seed)
     say(f"timing {len(chosen)} whole networks ({min(fit, len(chosen))} to fit the overhead, the rest held out)")
     measured = _measure({n: nets[n] for n in chosen}, cfg, say)
-    return fit_table(table, {n: by_name[n] for n in chosen}, {n: measured[n].median_ms for n in chosen}, fit)
+    table = fit_table(table, {n: by_name[n] for n in chosen}, {n: measured[n].median_ms for n in chosen}, fit)
+    for row in table.fit + table.holdout:  # the spread of each whole-network measurement, for the reader
+        row.update(cv=measured[row["name"]].cv, noisy=measured[row["name"]].noisy)
+    return table
 
 
 def split_fit(names: list[str], skeletons: dict[str, str], fit: int, holdout: int, seed: int = 0) -> list[str]:
