@@ -75,7 +75,7 @@ def prepare(study: Study | str, output: str | None = None, resume: bool = False,
     if study.search.sampler == "grid":
         specs = space_specs(study)
         say(f"costing {len(specs)} distinct grid networks before training (params, FLOPs; latency side by side)")
-        objective.measure(list(specs.values()), label="(before training) ")
+        objective.measure(list(specs.values()), label="(before training) ", quiet_slot=True)
         for spec in specs.values():
             objective.cost(spec)
     return study, run_dir, tune_root, objective

@@ -15,11 +15,13 @@ from typing import Any, Callable
 
 from lkscale.cost import estimate
 from lkscale.cost.measure import latency_of
+from lkscale.cost.quiet import quiet_check, wait_for_quiet
 from lkscale.rundir import read_costs, write_costs
 from lkscale.space import suggest
 from lkscale.spec import ArchSpec
 from lkscale.study import Study
 
+QUIET_WAIT_S = 15.0    # how long to wait for a quiet slot before measuring anyway
 BUDGET_KEY = {"params": "max_params", "flops": "max_flops", "latency_ms": "max_latency_ms"}
 
 
@@ -56,9 +58,11 @@ class Objective:
         write_costs(self.run_dir, {"costs": self.costs, "latency": self.latency})
 
     def measure(self, specs: list[ArchSpec], force: bool = False, label: str = "(provisional; measured again after "
-                                                                               "training) ") -> dict[str, dict]:
+                                                                               "training) ",
+                quiet_slot: bool = False) -> dict[str, dict]:
         """Latency of the deploy forms of ``specs`` measured side by side (interleaved rounds); cached by
-        deploy form unless ``force`` (the final re-measurement of a front)."""
+        deploy form unless ``force`` (the final re-measurement of a front). ``quiet_slot``: nothing of ours
+        trains now (before or after training): wait a little for the machine to be quiet, and record whether it was."""
         lat_cfg = self.study.latency
         forms = {s.without_reparam().name: s for s in specs}
         todo = [s for n, s in forms.items() if force or n not in self.latency]
@@ -66,14 +70,24 @@ class Objective:
             if self.say and lat_cfg.source == "measured":
                 self.say(f"measuring latency of {len(todo)} deploy form(s) side by side {label}({lat_cfg.runtime}, "
                          f"batch {lat_cfg.batch_size}, {lat_cfg.threads} thread(s), {lat_cfg.rounds} rounds)")
+            quiet = self._quiet_slot() if quiet_slot and lat_cfg.source == "measured" else None
             res = latency_of(todo, lat_cfg)
             for s in todo:
-                self.latency[s.without_reparam().name] = latency_fields(res[s.name])
+                self.latency[s.without_reparam().name] = {**latency_fields(res[s.name]), "quiet": quiet}
         for s in specs:
             if s.name in self.costs:
                 self.costs[s.name].update(self.latency[s.without_reparam().name])
         self._save()
         return {n: self.latency[n] for n in forms}
+
+    def _quiet_slot(self) -> bool:
+        """Wait (up to QUIET_WAIT_S) for the machine to be quiet before timing; say so when it is not."""
+        # the reference workload against its best in this process (the load average lags by a minute)
+        status = wait_for_quiet(QUIET_WAIT_S, 3.0, check=quiet_check, progress=self.say)
+        if not status.quiet and self.say:
+            self.say(f"note: the machine is busy ({status.reason}); latency measured anyway, side by side, with "
+                     f"its interval")
+        return status.quiet
 
     # ------------------------------------------------------------------------------- costs
     def cost(self, spec: ArchSpec) -> dict:

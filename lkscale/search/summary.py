@@ -30,7 +30,7 @@ def update_latencies(study: Study, run_dir: str, objective: Objective, say: Call
     if not cands:
         return
     specs = [ArchSpec.from_json(c.spec) for c in cands]
-    lat = objective.measure(specs, force=True, label="(final, after training) ")
+    lat = objective.measure(specs, force=True, label="(final, after training) ", quiet_slot=True)
     for t in rows:
         spec = next((s for s in specs if s.name == t.get("name")), None)
         if spec is not None:
