@@ -14,6 +14,7 @@ from scipy import stats as sps
 
 from conftest import REPO
 from lkscale.config import FidelityConfig
+from lkscale.fidelity.figure import markdown_section, scatter_png
 from lkscale.fidelity.run import keep_finished, make_plan
 from lkscale.fidelity.sample import stratified_sample
 from lkscale.fidelity.stats import fidelity_statistics, pruning_rungs, rung_statistics, trust_warning
@@ -213,12 +214,15 @@ def test_retrains_for_real_survive_a_kill_and_resume_keeps_finished_ones(tmp_pat
     assert result["proxy_vs_high"]["n"] == 3 and "kendall_tau" in result["proxy_vs_high"]
     assert {s["role"] for s in result["sample"]} <= {"front", "spread"}
     summary = read_summary(run_dir)["fidelity"]
-    assert summary["proxy_vs_high"]["kendall_tau"]["estimate"] == pytest.approx(result["proxy_vs_high"]["kendall_tau"]["estimate"])
+    assert summary["proxy_vs_high"] == result["proxy_vs_high"]  # what is printed is what summary.json keeps
     assert os.path.isfile(RunDir(run_dir).fidelity_png)
     proxy = [rows[n]["proxy_acc"] for n in rows]
     high = [rows[n]["high_acc"] for n in rows]
+    tau = summary["proxy_vs_high"]["kendall_tau"]["estimate"]
     if np.ptp(high) > 0:
-        assert summary["proxy_vs_high"]["kendall_tau"]["estimate"] == pytest.approx(sps.kendalltau(proxy, high).statistic)
+        assert tau == pytest.approx(sps.kendalltau(proxy, high).statistic)
+    else:  # one epoch on a few synthetic images can leave every network at chance: no ranking, said as null
+        assert tau is None and "could not be measured" in summary["proxy_vs_high"]["warning"]
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
@@ -234,3 +238,17 @@ def test_config_defaults_are_four_times_the_main_study():
     cfg = FidelityConfig()
     main = yaml.safe_load(open(os.path.join(REPO, "studies", "kernel_size.yaml")))
     assert cfg.epochs >= 4 * main["proxy"]["epochs"] and cfg.sample >= 8
+
+
+def test_report_section_and_scatter_show_the_measured_numbers(tmp_path):
+    acc = np.linspace(0.3, 0.6, 6)
+    rows = [{"state": "complete", "role": "front" if i % 2 else "spread", "proxy_acc": a, "high_acc": 1 - a,
+             "latency_ms": 1.0 + i} for i, a in enumerate(acc)]
+    st = fidelity_statistics(rows, (0.0, 10.0), n_resamples=100)
+    entry = {"settings": {"epochs": 16, "epoch_ratio": 4.0, "proxy_epochs": 4, "high_train_per_class": 1000,
+                          "augment": True, "high_input_size": 32}, "proxy_vs_high": st, "rungs": []}
+    md = markdown_section(entry, "fidelity.png")
+    assert "| Kendall tau | -1.00" in md and st["warning"] in md and "![proxy vs high fidelity](fidelity.png)" in md
+    png = scatter_png(rows, str(tmp_path / "f.png"), st)
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert scatter_png([], str(tmp_path / "none.png")) is None

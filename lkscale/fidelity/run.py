@@ -6,10 +6,12 @@ other settings (epochs, training images) are dropped, since they answer another 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -106,6 +108,7 @@ def run_tune(plan: Plan, address: str | None = None, say: Callable[[str], None] 
         say("starting Ray" if not address else f"connecting to Ray at {address}")
         ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables would land on stdout, which --json owns
     fn = retrain if trainable is None else tune.with_parameters(retrain, inner=trainable)
     if address and trainable is None:
         from lkscale.search.staging import data_stage_payload
@@ -130,7 +133,8 @@ def run_tune(plan: Plan, address: str | None = None, say: Callable[[str], None] 
                        run_config=tune.RunConfig(name=f"tune_{k}", storage_path=d.fidelity_dir, verbose=0,
                                                  callbacks=[FidelityRecorder(run_dir, plan.cfg.epochs,
                                                                              plan.data.train_per_class, say)]))
-    tuner.fit()
+    with contextlib.redirect_stdout(sys.stderr):  # whatever Tune still prints is progress, not the result
+        tuner.fit()
 
 
 def statistics(plan: Plan) -> dict:
@@ -166,7 +170,8 @@ def run_fidelity(run_dir: str, cfg: FidelityConfig, address: str | None = None,
 
         rows = [r for r in read_fidelity(run_dir) if r.get("state") == "complete"]
         out["figure"] = os.path.basename(scatter_png(rows, RunDir(run_dir).fidelity_png, out["proxy_vs_high"]) or "")
-    update_summary(run_dir, {"fidelity": _finite(out)})
+    out = _finite(out)
+    update_summary(run_dir, {"fidelity": out})
     return out
 
 
