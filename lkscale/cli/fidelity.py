@@ -80,6 +80,8 @@ def print_text(out: dict) -> None:
             print(f"  {label:<18} {_iv(st[key], pct)}")
     if st.get("warning"):
         print(st["warning"])
+    if out["rungs"] and not str(out.get("pruning", "")).startswith(("moasha", "asha")):
+        print(f"(this run did not prune: pruning {out.get('pruning')}; the rung statistics say what pruning would do)")
     for r in out["rungs"]:
         if "kendall_tau" not in r:
             print(f"rung {r['rung']}: {r.get('warning')}")

@@ -154,7 +154,7 @@ def statistics(plan: Plan) -> dict:
         "sample": [{"name": c.name, "role": role} for c, role in plan.sample],
         "proxy_vs_high": fidelity_statistics(rows, plan.reference, cfg.top_k, cfg.warn_tau, cfg.seed),
         "rungs": [rung_statistics(first, r, plan.proxy_epochs, cfg.top_k, 1 / rf, cfg.warn_tau, cfg.seed) for r in rungs],
-        "pruning": pr.get("scheduler", "moasha"),
+        "pruning": "none (scaling study)" if search.get("mode") == "scaling" else pr.get("scheduler", "moasha"),
     }
 
 
