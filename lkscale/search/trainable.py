@@ -57,6 +57,7 @@ def _weights(model, spec, splits, run_dir: str, checkpoint: bool) -> str | None:
     ckpt = tempfile.mkdtemp(prefix="lkscale-ckpt-")
     _save(model, spec, splits, RunDir(ckpt).weights(spec.name))
     if os.path.isdir(run_dir):  # this node sees the driver's folder (one machine, or a shared filesystem)
+        os.makedirs(RunDir(run_dir).weights_dir, exist_ok=True)
         shutil.copyfile(RunDir(ckpt).weights(spec.name), RunDir(run_dir).weights(spec.name) + ".part")
         os.replace(RunDir(run_dir).weights(spec.name) + ".part", RunDir(run_dir).weights(spec.name))
     return ckpt
