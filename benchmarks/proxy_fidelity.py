@@ -25,6 +25,7 @@ import sys
 import time
 
 import numpy as np
+import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -43,9 +44,12 @@ SETTINGS = {"ref8x250": (8, 250, True), "p4x250": (4, 250, False), "p2x500": (2,
 
 def architectures() -> list[dict]:
     from lkscale.space import candidate
-    from lkscale.study import load_study
+    from lkscale.study import parse_study
 
-    study = load_study(os.path.join(os.path.dirname(HERE), "studies", "kernel_size.yaml"))
+    path = os.path.join(os.path.dirname(HERE), "studies", "kernel_size.yaml")
+    raw = yaml.safe_load(open(path))
+    raw["space"]["reparam"] = [[]]  # the networks as measured: no re-param branch (the study now fixes a 5x5 one)
+    study = parse_study(raw, path)
     out = []
     for block, k in ARCHS:
         c = candidate(study.space, {"block": block, "kernels": k, "reparam": "[]"}, study.data.input_size)
