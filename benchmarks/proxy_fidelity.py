@@ -128,16 +128,16 @@ def _half_accs(rows: list[dict], n_halves: int, seed: int) -> np.ndarray:
     return out
 
 
-def analyse(path: str, reference: str, n_halves: int = 200) -> dict:
+def analyse(path: str, reference: str, seed: int = 0, n_halves: int = 200) -> dict:
     from lkscale.stats import kendall_tau_b, rank_correlation, spearman_rho
 
     with open(path) as f:
-        rows = [r for r in map(json.loads, f) if r.get("status") == "ok"]
+        rows = [r for r in map(json.loads, f) if r.get("status") == "ok" and r.get("seed") == seed]
     by = {}
     for r in rows:
         by.setdefault(r["setting"], {})[r["name"]] = r
     ref = by.get(reference, {})
-    out = {"reference": reference, "settings": {}}
+    out = {"reference": reference, "seed": seed, "settings": {}}
     for s, got in sorted(by.items()):
         if s == reference:
             continue
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.analyse:
         run_jobs(args)
-    print(json.dumps(analyse(args.out, args.reference), indent=1))
+    print(json.dumps(analyse(args.out, args.reference, args.seed), indent=1))
     return 0
 
 
