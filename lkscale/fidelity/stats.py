@@ -11,7 +11,8 @@ from lkscale.rundir import Trial
 from lkscale.stats import fidelity_summary, rank_correlation, topk_recall
 
 
-def trust_warning(tau: dict, threshold: float, what: str = "the proxy") -> str | None:
+def trust_warning(tau: dict, threshold: float, what: str = "the proxy",
+                  advice: str = "retrain a larger sample to be sure") -> str | None:
     """A warning when Kendall tau's point estimate is below ``threshold`` (stronger when even the upper end of
     its interval is), and a note when only the interval's lower end is; None when the ranking is fine."""
     est, low, high = tau["estimate"], tau["low"], tau["high"]
@@ -25,7 +26,7 @@ def trust_warning(tau: dict, threshold: float, what: str = "the proxy") -> str |
                 f"(interval {low:.2f} .. {high:.2f})")
     if math.isfinite(low) and low < threshold:
         return (f"note: {what}'s Kendall tau {est:.2f} is above {threshold:g}, but its interval reaches down to "
-                f"{low:.2f}: retrain a larger sample to be sure")
+                f"{low:.2f}: {advice}")
     return None
 
 
@@ -81,7 +82,8 @@ def rung_statistics(trials: list[Trial], rung: int, epochs: int, k: int = 3, kee
     if np.all(np.isfinite(kern)) and np.ptp(kern) > 0:
         out["kernel_vs_gain"] = rank_correlation(kern, final - at_rung, "kendall", n_resamples, seed=seed).to_dict()
         out["gain_by_kernel"] = {f"{kv:g}": float(np.mean((final - at_rung)[kern == kv])) for kv in sorted(set(kern))}
-    out["warning"] = trust_warning(out["kendall_tau"], warn_tau, f"pruning at epoch {rung}")
+    out["warning"] = trust_warning(out["kendall_tau"], warn_tau, f"pruning at epoch {rung}",
+                                   "a run with more complete trials would narrow it")
     return out
 
 
