@@ -72,7 +72,7 @@ def markdown_section(entry: dict, figure: str | None = None) -> str:
         for r in rungs:
             lines.append(f"| {r['rung']} of {r['epochs']} | {r['n']} | {_iv(r['kendall_tau'])} | "
                          f"{_iv(r['spearman_rho'])} | {100 * r['kept_topk']:.0f}% | {_iv(r.get('kernel_vs_gain'))} |")
-        lines += [f"", *[f"**{r['warning']}**" for r in rungs if r.get("warning")]]
+        lines += ["", *[f"**{r['warning']}**" for r in rungs if r.get("warning")]]
     if figure:
         lines += ["", f"![proxy vs high fidelity]({figure})"]
     return "\n".join(lines) + "\n"
