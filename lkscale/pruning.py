@@ -74,7 +74,7 @@ class MultiObjectiveASHA(FIFOScheduler):
         t = result.get(self.time_attr)
         if t is None or result.get("infeasible") or result.get("failed") or t >= self.max_t:
             return TrialScheduler.CONTINUE
-        if int((trial.config or {}).get("replicate") or 0) > 0:
+        if int((getattr(trial, "config", None) or {}).get("replicate") or 0) > 0:
             return TrialScheduler.CONTINUE  # extra replicates of a candidate that passed are never pruned
         for rung in reversed(self.rungs):
             if t < rung:
@@ -147,7 +147,7 @@ class OptunaPrunerScheduler(FIFOScheduler):
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         step = result.get("epoch")
         if step is None or result.get("infeasible") or result.get("failed") \
-                or int((trial.config or {}).get("replicate") or 0) > 0:
+                or int((getattr(trial, "config", None) or {}).get("replicate") or 0) > 0:
             return TrialScheduler.CONTINUE
         t = self.live.get(trial.trial_id) or self.live.setdefault(trial.trial_id, self.study.ask())
         acc = float(result[self.acc])

@@ -478,15 +478,17 @@ def test_data_staged_once_when_the_root_is_not_readable(tmp_path, monkeypatch, f
 
     src = make_archive(str(tmp_path / "imgs.tar.gz"), classes=2, train=3, test=1)
     monkeypatch.delenv("LKSCALE_STAGE_DATA", raising=False)
-    stage = data_stage_payload({"dataset": "imagefolder", "root": src})
+    from lkscale.config import DataConfig
+
+    stage = data_stage_payload(DataConfig(dataset="imagefolder", root=src))
     assert stage["kind"] == "file" and stage["size"] == os.path.getsize(src)
-    d = {"dataset": "imagefolder", "root": src, "train_per_class": 1}
-    assert node_data(d, stage)["root"] == src and fake_object_store == []  # readable here: used directly
+    d = DataConfig(dataset="imagefolder", root=src, train_per_class=1)
+    assert node_data(d, stage).root == src and fake_object_store == []  # readable here: used directly
     assert node_data(d, None) is d
     monkeypatch.setenv("LKSCALE_CACHE", str(tmp_path / "node-cache"))
     os.rename(src, src + ".gone")  # this "node" cannot read the root any more
-    first = node_data(d, stage)["root"]
-    again = node_data(d, stage)["root"]
+    first = node_data(d, stage).root
+    again = node_data(d, stage).root
     assert first == again and len(fake_object_store) == 1  # fetched once per node
     assert first.startswith(str(tmp_path / "node-cache" / "staged")) and os.path.basename(first) == "imgs.tar.gz"
     with open(first, "rb") as f, open(src + ".gone", "rb") as g:
@@ -507,9 +509,11 @@ def test_folder_source_staged_as_a_tar(tmp_path, monkeypatch, fake_object_store)
         (root / rel).write_text(text)
     monkeypatch.setenv("LKSCALE_STAGE_DATA", "always")  # staged even though readable
     monkeypatch.setenv("LKSCALE_CACHE", str(tmp_path / "cache"))
-    stage = data_stage_payload({"dataset": "imagefolder", "root": str(root)})
+    from lkscale.config import DataConfig
+
+    stage = data_stage_payload(DataConfig(dataset="imagefolder", root=str(root)))
     assert stage["kind"] == "dir" and stage["size"] == 6
-    staged = node_data({"root": str(root)}, stage)["root"]
+    staged = node_data(DataConfig(root=str(root)), stage).root
     assert staged != str(root) and os.path.basename(staged) == "folder"
     got = sorted(os.path.relpath(os.path.join(dp, f), staged) for dp, _, fs in os.walk(staged) for f in fs)
     assert got == ["test/a/3.txt", "train/a/1.txt", "train/b/2.txt"]

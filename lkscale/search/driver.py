@@ -97,11 +97,12 @@ def run_study(study: Study | str, output: str | None = None, resume: bool = Fals
         check_resources(study)  # this machine: before anything else is spent
     study, run_dir, tune_root, objective = prepare(study, output, resume, storage, optuna_url, trials, download, say)
     t0 = time.time()
-    fit(study, run_dir, tune_root, objective, resume=resume, address=address, storage=storage,
+    ran = fit(study, run_dir, tune_root, objective, resume=resume, address=address, storage=storage,
         optuna_url=optuna_url, verbose=verbose, progress=progress, max_failures=max_failures,
         experiment=_experiment_name(tune_root, resume, storage), tensorboard=tensorboard, say=say,
         trainable=trainable)
-    update_latencies(study, run_dir, objective, say)
+    if ran:  # a finished study resumed: nothing trained, the final latencies stand
+        update_latencies(study, run_dir, objective, say)
     write_summary(run_dir, study, seconds=time.time() - t0)
     return run_dir
 

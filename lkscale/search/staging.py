@@ -15,7 +15,6 @@ import os
 import shutil
 import tarfile
 import tempfile
-
 from filelock import FileLock
 
 from lkscale.config import DataConfig

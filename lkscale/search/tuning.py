@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import warnings
 from typing import Callable
 
@@ -97,7 +98,8 @@ def _scheduler(study: Study, run_dir: str, resume: bool):
 def fit(study: Study, run_dir: str, tune_root: str, objective: Objective, *, resume: bool, address: str | None,
         storage: str | None, optuna_url: str | None, verbose: bool, progress: Callable[[str], None] | None,
         max_failures: int, experiment: str, tensorboard: bool, say: Callable[[str], None],
-        trainable: Callable | None = None) -> None:
+        trainable: Callable | None = None) -> bool:
+    """Run the Tuner; False when a resumed study had nothing left to run."""
     _quiet(verbose)
     if not tensorboard:
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -110,12 +112,12 @@ def fit(study: Study, run_dir: str, tune_root: str, objective: Objective, *, res
     resume_index = 0
     if resume:
         ledger, requeued = reconcile(study, run_dir, store)
-        resume_index = int(experiment.rsplit("resume", 1)[-1]) if experiment[-1:].isdigit() else 1
+        resume_index = int(re.sub(r"\D", "", experiment) or 1) % 1_000_003  # tune_resumeK or a timestamp
         say(f"resuming: {ledger.distinct_finished()} architectures already finished are kept; {requeued} "
             f"interrupted trial(s) re-queued; {ledger.budget} new architecture(s) to run"
             + (f", {len(ledger.jobs)} replicate(s) owed" if ledger.jobs else ""))
         if ledger.budget == 0 and ledger.idle():
-            return
+            return False
     else:
         ledger = Ledger(study.search.trials, study.search.replicates)
     r = study.resources
@@ -156,3 +158,4 @@ def fit(study: Study, run_dir: str, tune_root: str, objective: Objective, *, res
     if ledger.duplicates:
         say(f"{ledger.duplicates} draw(s) of architectures already tried were skipped (recorded in Optuna as "
             f"FAIL with user attribute duplicate_of)")
+    return True
