@@ -519,8 +519,8 @@ def test_folder_source_staged_as_a_tar(tmp_path, monkeypatch, fake_object_store)
     assert got == ["test/a/3.txt", "train/a/1.txt", "train/b/2.txt"]
     assert open(os.path.join(staged, "train/b/2.txt")).read() == "yy"
     monkeypatch.setenv("LKSCALE_STAGE_DATA", "never")
-    assert data_stage_payload({"dataset": "imagefolder", "root": str(root)}) is None
-    assert data_stage_payload({"dataset": "synthetic", "root": None}) is None
+    assert data_stage_payload(DataConfig(dataset="imagefolder", root=str(root))) is None
+    assert data_stage_payload(DataConfig(dataset="synthetic")) is None
 
 
 def test_recorder_takes_weights_from_the_checkpoint(tmp_path):
