@@ -387,6 +387,11 @@ def where_gains_stop(settings: Sequence[float], replicates: Sequence, alpha: flo
         grid = np.linspace(min(settings), max(settings), 2001)
         within = np.flatnonzero(fit.params[0] - fit.predict(grid) <= noise)
         asym = fit.asymptote(1 - alpha)
+        top = max(float(np.mean(list(_as_reps(r).values()))) for r in replicates)
+        if not np.isfinite(asym.estimate) or asym.estimate - top > 5 * noise:
+            return GainsVerdict(setting, None, noise, text + (
+                f" The fitted curve {CURVES[fit.model][2]} does not level off within these settings (its "
+                f"asymptote lies far above every measured mean): the fit cannot say where gains stop."))
         if len(within):
             plateau = float(grid[within[0]])
             text += (f" The fitted curve {CURVES[fit.model][2]} is within the noise of one setting's mean "

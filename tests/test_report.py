@@ -478,3 +478,16 @@ def test_predicted_latency_says_so_with_its_error(tmp_path):
     md = open(os.path.join(run, "report.md"), encoding="utf-8").read()
     assert (f"| latency | onnxruntime, batch 1, 1 thread(s), 32 px, deploy form; predicted from table {table} "
             "(held-out MAPE 7.3%) |") in md
+
+
+def test_scaling_line_keeps_the_requested_branch_where_the_kernel_was_too_small_for_it():
+    from lkscale.report.scaling import requested_reparam
+    from lkscale.rundir import Trial
+
+    small = Trial({"reparam": [[], [], [], []], "notes": "stage 0: branches [5] dropped (not smaller than kernel 3); "
+                   "stage 1: branches [5] dropped (not smaller than kernel 3); stage 2: branches [5] dropped (not "
+                   "smaller than kernel 3); stage 3: branches [5] dropped (not smaller than kernel 3)"})
+    large = Trial({"reparam": [[5], [5], [5], []], "notes": "stage 3: kernel 13 -> 3 (2x2 map); stage 3: branches [5] "
+                   "dropped (not smaller than kernel 3)"})
+    plain = Trial({"reparam": [[], [], [], []], "notes": ""})
+    assert requested_reparam(small) == requested_reparam(large) == "5|5|5|5" and requested_reparam(plain) == "none"

@@ -7,6 +7,7 @@ its complete replicates with ``val_acc_low``/``val_acc_high``), not on trial row
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections import defaultdict
 
@@ -68,6 +69,21 @@ def _accuracy(done: list[Trial], confidence: float) -> dict:
             "interval": method}
 
 
+_DROPPED = re.compile(r"stage (\d+): branches \[(.*?)\] dropped")
+
+
+def requested_reparam(t: Trial) -> str:
+    """The re-param setting the study asked for: the branches kept plus those dropped where the kernel was not
+    larger (named in the trial's notes), so e.g. 3-3-3-3 (branch dropped everywhere) and 7-7-7-3 + 5x5 lie on
+    one scaling line."""
+    rep = [list(st) for st in (t.get("reparam") or [])]
+    for m in _DROPPED.finditer(t.get("notes") or ""):
+        i = int(m.group(1))
+        if i < len(rep):
+            rep[i] += [b.strip().strip("'\"") for b in m.group(2).split(",") if b.strip()]
+    return reparam_label(rep)
+
+
 def _scaling_rows(members: list, kernel_order: list, confidence: float) -> list[dict]:
     def med(ts: list, key: str):
         vals = [t.row[key] for t in ts if t.get(key) is not None]
@@ -75,7 +91,7 @@ def _scaling_rows(members: list, kernel_order: list, confidence: float) -> list[
 
     groups: dict[tuple, list[Trial]] = defaultdict(list)
     for t in members:
-        groups[(tuple(t.kernels), reparam_label(t.get("reparam")))].append(t)
+        groups[(tuple(t.kernels), requested_reparam(t))].append(t)
     rows = []
     for (kern, rep), ts in sorted(groups.items(), key=lambda kv: (kernel_order.index(kv[0][0]), kv[0][1] != "none", kv[0][1])):
         done = [t for t in ts if t.state == "complete" and t.get("val_acc") is not None]
