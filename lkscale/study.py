@@ -14,8 +14,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from lkscale.config import (NESTED, RULES, BudgetConfig, ConfigError, ConfirmConfig, DataConfig, LatencyConfig,
-                            PruningConfig, ResourceConfig, SearchConfig, TrainConfig, build, to_dict)
+from lkscale.config import (NESTED, RULES, BudgetConfig, ConfigError, ConfirmConfig, DataConfig, FidelityConfig,
+                            LatencyConfig, PruningConfig, ResourceConfig, SearchConfig, TrainConfig, build, to_dict)
 from lkscale.spec import KNOWN_BLOCKS
 
 
@@ -119,6 +119,7 @@ class Study:
     output: str
     source: str | None = None
     raw_space: dict = field(default_factory=dict, compare=False)
+    fidelity: FidelityConfig | None = None  # retrain a sample at higher fidelity after the search
 
     @property
     def latency(self) -> LatencyConfig:
@@ -139,7 +140,8 @@ class Study:
         search["confirm"] = fields(self.search.confirm, ConfirmConfig)
         return {"name": self.name, "description": self.description, "space": self.raw_space,
                 "data": fields(self.data, DataConfig), "proxy": fields(self.proxy, TrainConfig), "budgets": budgets,
-                "search": search, "resources": fields(self.resources, ResourceConfig), "output": self.output}
+                "search": search, "resources": fields(self.resources, ResourceConfig), "output": self.output,
+                **({"fidelity": fields(self.fidelity, FidelityConfig)} if self.fidelity else {})}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.resolved(), sort_keys=False)
@@ -173,7 +175,7 @@ def _budgets(raw: Mapping) -> BudgetConfig:
 def parse_study(raw: Any, source: str | None = None) -> Study:
     if not isinstance(raw, Mapping):
         raise StudyError("study", f"expected a mapping at the top level, got {type(raw).__name__}")
-    allowed = {"name", "description", "space", "data", "proxy", "budgets", "search", "resources", "output"}
+    allowed = {"name", "description", "space", "data", "proxy", "budgets", "search", "resources", "output", "fidelity"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise StudyError(unknown[0], f"unknown section; allowed: {', '.join(sorted(allowed))}")
@@ -187,6 +189,8 @@ def parse_study(raw: Any, source: str | None = None) -> Study:
         budgets = _budgets(raw)
         search = build(SearchConfig, _section(raw, "search"), "search")
         resources = build(ResourceConfig, _section(raw, "resources"), "resources")
+        fidelity = build(FidelityConfig, _section(raw, "fidelity"), "fidelity") if raw.get("fidelity") is not None \
+            else None
     except ConfigError as e:
         raise StudyError(e.field_path, str(e).split(": ", 1)[1]) from None
     if search.mode == "scaling" and search.sampler != "grid":
@@ -197,7 +201,7 @@ def parse_study(raw: Any, source: str | None = None) -> Study:
         raise StudyError("output", f"{output!r}: give a folder path")
     study = Study(name=name, description=str(raw.get("description", "")), space=space, data=data, proxy=proxy,
                   budgets=budgets, search=search, resources=resources, output=output, source=source,
-                  raw_space=copy.deepcopy(dict(raw["space"])))
+                  raw_space=copy.deepcopy(dict(raw["space"])), fidelity=fidelity)
     check_space_builds(study)
     return study
 

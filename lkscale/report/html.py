@@ -1,9 +1,12 @@
 """``report.html``: one self-contained page (tables, interactive figures, plotly.js inline; works offline)."""
 from __future__ import annotations
 
+import base64
 import html
+import os
 import re
 
+from lkscale.fidelity.figure import markdown_section
 from lkscale.report.labels import (OBJECTIVES, STATE_MEANING, acc_text, blocks_label, dcn_label, dot, fmt_count,
                                    ms_interval_text, reparam_label)
 from lkscale.report.markdown import (SCALING_HEADER, STEPS_HEADER, base_text, comparison_rows, conclusions, fit_text,
@@ -160,6 +163,20 @@ def _conclusions_section(result: dict, scalings: list[dict]) -> str:
             + "".join(f"<li>{inline_md(i)}</li>" for i in items) + "</ul></div>")
 
 
+def _fidelity_section(run: Run) -> str:
+    """``lkscale fidelity``'s results (summary.json ``fidelity``): its markdown as text, its scatter inline."""
+    entry = run.summary.get("fidelity")
+    if not entry:
+        return ""
+    png = run.dir.fidelity_png
+    img = ""
+    if os.path.isfile(png):
+        with open(png, "rb") as f:
+            img = f"<img alt='proxy vs high-fidelity accuracy' src='data:image/png;base64,{base64.b64encode(f.read()).decode()}'>"
+    lines = [ln for ln in markdown_section(entry).splitlines() if ln.strip() and not ln.startswith("#")]
+    return ("<h2 id='fidelity'>Proxy fidelity</h2>" + "".join(f"<p>{inline_md(ln)}</p>" for ln in lines) + img)
+
+
 def html_report(run: Run, result: dict, fronts: dict, scalings: list[dict], pareto_figs: dict, scaling_figs: list) -> str:
     """The page; ``pareto_figs`` maps objective -> plotly figure, ``scaling_figs`` one figure per scaling."""
     figs = [pareto_figs[k] for k in OBJECTIVES] + list(scaling_figs)
@@ -172,7 +189,7 @@ def html_report(run: Run, result: dict, fronts: dict, scalings: list[dict], pare
     body = (f"<h1>lkscale report: {_esc(run.name)}</h1><p class='muted'>Run folder: <code>{_esc(run.path)}</code></p>"
             + nav + _conclusions_section(result, scalings) + _summary_section(run, result)
             + "".join(_front_section(k, result, fronts[k], pareto_html[i]) for i, k in enumerate(OBJECTIVES))
-            + _scaling_section(run, scalings, scaling_html) + trials_section(run))
+            + _scaling_section(run, scalings, scaling_html) + _fidelity_section(run) + trials_section(run))
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>lkscale report: {_esc(run.name)}</title>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{_CSS}</style></head>"
             f"<body>{body}<script>{_JS}</script></body></html>")

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections import Counter
 from typing import Any, Callable
 
+from lkscale.fidelity.figure import markdown_section
 from lkscale.report.figures import pareto_figure, scaling_figure
 from lkscale.report.html import html_report
 from lkscale.report.labels import OBJECTIVES
@@ -121,7 +123,11 @@ def make_report(run_dir: str, reference: dict | None = None, figures: bool = Tru
     if figures and html_report:
         say(f"writing {d.report_html}")
         write_html(run, cands, result, fronts, scalings, d.report_html)
-    atomic_write(d.report_md, markdown(run, result, fronts, scalings, paths))
+    md = markdown(run, result, fronts, scalings, paths)
+    if run.summary.get("fidelity"):  # written by `lkscale fidelity` (or a study's fidelity: section)
+        md += "\n" + markdown_section(run.summary["fidelity"], os.path.basename(d.fidelity_png)
+                                       if os.path.isfile(d.fidelity_png) else None)
+    atomic_write(d.report_md, md)
     result["files"] = {"report": d.report_md, **paths, **({"html": d.report_html} if figures and html_report else {})}
     _update_summary(run, result, refs)
     say(f"wrote {d.report_md}")

@@ -104,6 +104,11 @@ def run_study(study: Study | str, output: str | None = None, resume: bool = Fals
     if ran:  # a finished study resumed: nothing trained, the final latencies stand
         update_latencies(study, run_dir, objective, say)
     write_summary(run_dir, study, seconds=time.time() - t0)
+    if study.fidelity and study.fidelity.enabled:  # the study asks: does the proxy rank like longer training?
+        from lkscale.fidelity.run import run_fidelity  # deferred: imports Ray
+
+        say("fidelity: retraining a sample of the run at higher fidelity")
+        run_fidelity(run_dir, study.fidelity, address=address, say=say)
     return run_dir
 
 
