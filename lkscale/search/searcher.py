@@ -1,11 +1,14 @@
-"""Ray Tune's OptunaSearch, extended so every Tune trial slot is used for what the study needs.
+"""A Ray Tune ``Searcher`` over an Optuna study, so every Tune trial slot is used for what the study needs.
 
-``StudySearch`` asks Optuna for new architectures (define-by-run, ``Objective``), but first hands out
-the replicates and confirmation jobs its ``Ledger`` owes; an architecture drawn twice is recorded as a
-duplicate and never trained twice. Optuna hears each candidate once, through its public API
-(``study.tell(number, values, state, skip_if_finished=True)``): PRUNED when the scheduler stopped its
-replicate 0, FAIL when it failed, COMPLETE with (mean accuracy over replicates, latency) otherwise;
-over-budget candidates are COMPLETE with a violated constraint, so none of these is in ``best_trials``.
+``StudySearch`` asks Optuna for new architectures through Optuna's public ask-and-tell API
+(``study.ask()``, then the define-by-run ``Objective`` on that trial), but first hands out the
+replicates and confirmation jobs its ``Ledger`` owes; an architecture drawn twice is recorded as a
+duplicate and never trained twice. Optuna hears each candidate once (``study.tell(number, values, state,
+skip_if_finished=True)``): PRUNED when the scheduler stopped its replicate 0, FAIL when it failed,
+COMPLETE with (mean accuracy over replicates, latency) otherwise; over-budget candidates are COMPLETE
+with a violated constraint, so none of these is in ``best_trials``. Only public Ray (``Searcher``) and
+Optuna APIs are used. Resume works from the record (trials.csv + the Optuna storage), so the searcher
+keeps no checkpoint of its own.
 
 Ray and Optuna are imported at module level: this module is only imported by the search driver.
 """
@@ -18,7 +21,6 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from lkscale.search.ledger import Ledger
 
@@ -26,13 +28,28 @@ log = logging.getLogger("lkscale.search")
 MAX_DRAWS = 64  # draws of already-tried architectures in a row before the space counts as exhausted
 
 
-class StudySearch(OptunaSearch):
-    def __init__(self, *args, ledger: Ledger, on_idle: Callable[[Ledger], bool] | None = None,
-                 grid_size: int | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.ledger = ledger
-        self.grid_size = grid_size  # a grid: no draw once every point has been started
+class StudySearch(Searcher):
+    def __init__(self, objective: Callable[[optuna.Trial], dict], study: optuna.Study, ledger: Ledger,
+                 on_idle: Callable[[Ledger], bool] | None = None, grid_size: int | None = None):
+        super().__init__(metric="val_acc", mode="max")  # the second objective (latency) is Optuna's business
+        self.objective, self.study, self.ledger = objective, study, ledger
         self.on_idle = on_idle  # called whenever the search phase is over and idle; True: it queued jobs
+        self.grid_size = grid_size  # a grid: no draw once every point has been started
+        self.asked: dict[str, optuna.Trial] = {}  # Tune trial id -> the Optuna trial it runs (primary draws)
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # the space is the define-by-run objective; nothing to take from Tune's config
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: a resumed search rebuilds its ledger from trials.csv and the Optuna storage."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """See :meth:`save`."""
+
+    def _draw(self, trial_id: str) -> dict:
+        ot = self.study.ask()
+        self.asked[trial_id] = ot
+        return {**ot.params, **self.objective(ot)}
 
     # ------------------------------------------------------------------------------- asking
     def suggest(self, trial_id: str):
@@ -51,7 +68,7 @@ class StudySearch(OptunaSearch):
             if self._grid_started():
                 led.exhausted = True
                 return self.suggest(trial_id)
-            cfg = super().suggest(trial_id)
+            cfg = self._draw(trial_id)
             name = cfg.get("name") if cfg else None
             prior = led.seen(name) if name else None
             if prior is None:
@@ -61,9 +78,9 @@ class StudySearch(OptunaSearch):
                     led.running[trial_id] = None
                     led.asked += 1
                 return {**cfg, "replicate": 0, "phase": "search"}
-            ot = self._ot_trials.pop(trial_id)
+            ot = self.asked.pop(trial_id)
             ot.set_user_attr("duplicate_of", prior.number)
-            self._ot_study.tell(ot, state=TrialState.FAIL, skip_if_finished=True)
+            self.study.tell(ot, state=TrialState.FAIL, skip_if_finished=True)
             led.duplicates += 1
         led.exhausted = True
         log.info("the sampler drew %d architectures already tried in a row: the space is exhausted", MAX_DRAWS)
@@ -73,7 +90,7 @@ class StudySearch(OptunaSearch):
         """Every grid point has an Optuna trial (finished, or running in another slot)."""
         if not self.grid_size:
             return False
-        trials = self._ot_study.get_trials(deepcopy=False)
+        trials = self.study.get_trials(deepcopy=False)
         if any(t.state == TrialState.WAITING for t in trials):
             return False  # a re-queued trial is still to be asked
         return len({t.system_attrs.get("grid_id") for t in trials} - {None}) >= self.grid_size
@@ -86,18 +103,18 @@ class StudySearch(OptunaSearch):
         result = result or {}
         if trial_id not in self.ledger.running:
             return  # finished before an interruption; the resumed ledger already has it
-        ot = self._ot_trials.pop(trial_id, None)
+        ot = self.asked.pop(trial_id, None)
         state = trial_state(result, error)
         name = ot.user_attrs.get("name") if ot is not None else None
         c = self.ledger.finish(trial_id, name, state, result.get("val_acc"))
         if c is None:  # a draw that never built a network
             if ot is not None:
-                self._ot_study.tell(ot, [0.0, 0.0], state=TrialState.COMPLETE, skip_if_finished=True)
+                self.study.tell(ot, [0.0, 0.0], state=TrialState.COMPLETE, skip_if_finished=True)
             return
         if ot is not None and result.get("val_acc_epochs"):
             ot.set_user_attr("val_acc_epochs", result["val_acc_epochs"])
         if self.ledger.ready_to_tell(c):
-            tell_candidate(self._ot_study, c, result, float(c.config.get("latency_ms") or 0.0))
+            tell_candidate(self.study, c, result, float(c.config.get("latency_ms") or 0.0))
 
 
 def trial_state(result: dict, error: bool = False) -> str:

@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import os
 import re
-import warnings
 from typing import Callable
 
 import optuna
@@ -73,8 +72,6 @@ def _quiet(verbose: bool) -> None:
     if not verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Costing a candidate in the define-by-run function is deliberate: budgets are checked before training.
-    warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument")
 
 
 def _grid_size(study: Study) -> int | None:
@@ -133,9 +130,10 @@ def fit(study: Study, run_dir: str, tune_root: str, objective: Objective, *, res
             say(f"note: Tune results and trial weights go to {run_dir}; on a cluster without a shared "
                 f"filesystem pass --storage (a path every node shares, or a URI such as s3://...)")
     trainable = tune.with_resources(trainable, {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial})
-    searcher = StudySearch(space=objective, metric=["val_acc", "latency_ms"], mode=["max", "min"],
-                           sampler=make_sampler(study, resume_index), study_name=study.name, storage=store,
-                           ledger=ledger, on_idle=confirm_hook(study, run_dir), grid_size=_grid_size(study))
+    ot_study = optuna.create_study(study_name=study.name, storage=store, directions=["maximize", "minimize"],
+                                   sampler=make_sampler(study, resume_index), load_if_exists=True)
+    searcher = StudySearch(objective, ot_study, ledger, on_idle=confirm_hook(study, run_dir),
+                           grid_size=_grid_size(study))
     lines = progress or (lambda m: log.info(m))
     prog = Progress(lines, ledger.budget * study.search.replicates + len(ledger.jobs), int(study.proxy.epochs),
                     study.search.concurrency, study.budgets.max_latency_ms)
