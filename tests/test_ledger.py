@@ -55,3 +55,42 @@ def test_progress_is_one_live_line_on_a_terminal_and_plain_lines_in_logs():
     live = Progress(lines.append, 4, 2, 2, 10.0, live=True, stream=stream)
     live.update(rows)
     assert stream.getvalue().startswith("\r\033[K2/4 trials")
+
+
+def test_common_random_numbers_same_subset_batch_order_and_init_across_candidates():
+    import hashlib
+
+    import torch
+
+    from lkscale.config import DataConfig, TrainConfig
+    from lkscale.data import load_splits
+    from lkscale.search.trainable import build_seeded, replicate_configs
+    from lkscale.spec import ArchSpec
+    from lkscale.train import train_model
+
+    def spec(kernels, block="replk"):
+        return ArchSpec.from_dict({"stem": {"stride": 2}, "stages": [
+            {"block": block, "depth": 1, "width": w, "kernel": k} for w, k in zip((8, 16, 16), kernels)]})
+
+    def batches(s, replicate):
+        data, proxy = replicate_configs(DataConfig(dataset="synthetic", train_per_class=12, val_per_class=2),
+                                        TrainConfig(epochs=1, batch_size=8, bn_recalibrate_batches=1), replicate, 1)
+        splits = load_splits(data)
+        model = build_seeded(s, proxy.seed, splits.num_classes, splits.in_chans)
+        seen = []
+        model.register_forward_pre_hook(
+            lambda m, args: seen.append(hashlib.sha1(args[0].detach().float().numpy().tobytes()).hexdigest())
+            if m.training else None)
+        train_model(model, splits, proxy)
+        steps = len(splits.train) // proxy.batch_size  # the training steps come first (then BN recalibration)
+        return seen[:steps], splits.train.y.tolist()
+
+    a0, ya0 = batches(spec([3, 3, 3]), 0)
+    b0, yb0 = batches(spec([7, 5, 3], "convnext"), 0)  # another candidate, same replicate
+    a1, ya1 = batches(spec([3, 3, 3]), 1)
+    assert a0 == b0 and ya0 == yb0  # same subset, same batches in the same order
+    assert a0 != a1  # another replicate draws other batches
+    w0 = build_seeded(spec([3, 3, 3]), 0, 10, 3).state_dict()
+    w0b = build_seeded(spec([3, 3, 3]), 0, 10, 3).state_dict()
+    w1 = build_seeded(spec([3, 3, 3]), 1, 10, 3).state_dict()
+    assert all(torch.equal(w0[k], w0b[k]) for k in w0) and not all(torch.equal(w0[k], w1[k]) for k in w0)

@@ -128,8 +128,11 @@ def test_resume_after_kill_keeps_finished_trials(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray, as a crash would
         proc.wait()
     before = {r["trial_id"]: r for r in rows(out) if r["state"] in ("complete", "pruned", "infeasible", "failed")}
-    stamps = {f: os.path.getmtime(os.path.join(out, "weights", f)) for f in os.listdir(os.path.join(out, "weights"))} \
-        if os.path.isdir(os.path.join(out, "weights")) else {}
+    # weights of the trials recorded as finished (a trial killed between writing its weights and reporting
+    # its last epoch is not finished: it is re-queued and may write its weights again)
+    done = {f"{r['name']}.safetensors" for r in before.values() if r["state"] == "complete"}
+    stamps = {f: os.path.getmtime(os.path.join(out, "weights", f)) for f in os.listdir(os.path.join(out, "weights"))
+              if f in done} if os.path.isdir(os.path.join(out, "weights")) else {}
     res = run_cli("search", "studies/smoke.yaml", "--output", out, "--trials", "5", "--resume", "--no-report",
                   env={"LKSCALE_CACHE": str(tmp_path / "cache")})
     assert res.returncode == 0, res.stderr[-3000:]
