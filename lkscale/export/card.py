@@ -61,7 +61,7 @@ def _costs_and_checks(r: dict) -> list[str]:
           f"| parameters (train form) | {_fmt(c['params'])} ({c['params']:,}) |",
           f"| parameters (deploy form) | {_fmt(c['deploy_params'])} ({c['deploy_params']:,}) |",
           f"| FLOPs (multiply-adds, deploy form, one {r['input_size']} px image) | {_fmt(c.get('flops'))} |",
-          f"| deploy latency (search measurement) | "
+          "| deploy latency (search measurement) | "
           + ("-" if c.get("latency_ms") is None else f"{c['latency_ms']:.3g} ms")
           + f" (batch {ls.get('latency_batch_size', '-')}, {ls.get('latency_input_size', '-')} px, "
             f"{ls.get('latency_threads', '-')} thread(s), CPU of the search machine) |",

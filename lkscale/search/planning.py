@@ -8,23 +8,17 @@ of training throughput (train steps of the cheapest and the costliest network, i
 """
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
 import time
 from typing import Callable
 
-import optuna
-
 from lkscale.cost import estimate, measure_train_step
 from lkscale.cost.measure import latency_of
 from lkscale.model import build_model
-from lkscale.search.checks import check_data, check_resources
+from lkscale.search.checks import check_data, check_resources, space_points
 from lkscale.search.objective import budget_violations
-from lkscale.space import candidate as rebuild
-from lkscale.space import grid as space_grid
-from lkscale.space import suggest
 from lkscale.study import Study
 
 EVAL_OVERHEAD = 1.25   # per-epoch cost of BN recalibration + validation + the optimiser, over fwd+bwd steps
@@ -34,20 +28,9 @@ RAY_START_S = 10.0
 
 def expand(study: Study, samples: int = 64) -> dict:
     """Points of the space -> distinct networks; duplicates and invalid points named."""
-    if study.search.sampler == "grid":
-        g = space_grid(study.space)
-        points = [dict(zip(g, combo)) for combo in itertools.product(*g.values())]
-        cands = [(p, rebuild(study.space, p, study.data.input_size)) for p in points]
-        how = "every grid point"
-    else:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=study.search.seed))
-        cands = []
-        for _ in range(samples):
-            t = scratch.ask()
-            c = suggest(t, study.space, study.data.input_size)
-            cands.append((t.params, c))
-        how = f"{samples} random draws (the space is sampled, not enumerated)"
+    cands = space_points(study, samples)
+    how = "every grid point" if study.search.sampler == "grid" else \
+        f"{samples} random draws (the space is sampled, not enumerated)"
     distinct: dict[str, dict] = {}
     invalid = []
     for params, c in cands:

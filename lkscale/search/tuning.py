@@ -15,7 +15,7 @@ from ray.tune.search import ConcurrencyLimiter
 
 from lkscale.config import to_dict
 from lkscale.pruning import make_scheduler
-from lkscale.rundir import RunDir, read_trials
+from lkscale.rundir import read_trials
 from lkscale.search.checks import check_resources
 from lkscale.search.confirm import confirm_hook
 from lkscale.search.ledger import Ledger
