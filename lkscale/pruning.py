@@ -102,7 +102,7 @@ def optuna_pruner(name: str, grace_period: int, reduction_factor: float, max_t: 
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=grace_period, max_resource=max_t,
                                               reduction_factor=max(2, round(reduction_factor)))
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=grace_period - 1)
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=grace_period)  # first prunable step: grace
 
 
 class OptunaPrunerScheduler(FIFOScheduler):
