@@ -17,7 +17,7 @@ from typing import Any, Mapping
 DATASETS = ("imagefolder", "cifar10", "fashion_mnist", "synthetic")
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
 SCHEDULERS = ("moasha", "asha", "optuna", "none")
-OPTUNA_PRUNERS = ("successive_halving", "hyperband", "median")
+OPTUNA_PRUNERS = ("successive_halving", "hyperband", "median", "moasha")
 MODES = ("front", "scaling")
 RUNTIMES = ("onnxruntime", "torch", "compile", "cuda")
 LATENCY_SOURCES = ("measured", "predicted")
@@ -115,7 +115,7 @@ class BudgetConfig:
 @dataclass(frozen=True)
 class PruningConfig:
     scheduler: str = "moasha"      # moasha | asha | optuna | none
-    pruner: str = "successive_halving"  # scheduler: optuna -> successive_halving | hyperband | median
+    pruner: str = "successive_halving"  # scheduler: optuna -> successive_halving | hyperband | median | moasha
     grace_epochs: int = 1
     reduction_factor: float = 2.0
 

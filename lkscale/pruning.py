@@ -9,7 +9,8 @@ al. 2021). A fast, less accurate model is on the first layer and survives, which
 accuracy would stop at its first rung, cutting off the low-latency end of the front.
 
 ``OptunaPrunerScheduler`` (``optuna``) asks one of Optuna's own pruners (successive halving, Hyperband,
-median) through Optuna's public API (``Trial.report`` / ``Trial.should_prune`` on a side study of
+median) or lkscale's multi-objective rule behind Optuna's ``BasePruner`` interface (``MultiObjectiveSHAPruner``,
+``pruner: moasha``) through Optuna's public API (``Trial.report`` / ``Trial.should_prune`` on a side study of
 validation accuracy: Optuna does not support intermediate values in a two-objective study, which is why
 Ray's ``OptunaSearch`` cannot prune there). Ray's single-objective ``ASHAScheduler`` on accuracy
 (``asha``) and no pruning (``none``) stay selectable.
@@ -39,15 +40,16 @@ def crowding(points: dict, layer: list) -> dict:
 
 def keep_top(points: dict, fraction: float) -> set:
     """The first non-dominated layer (never pruned), then more layers up to ``ceil(n * fraction)`` points,
-    breaking ties inside the boundary layer by crowding distance."""
+    breaking ties inside the boundary layer by crowding distance, then by accuracy and cost (values only, so
+    the decision does not depend on how trials are named or numbered)."""
     k = max(1, math.ceil(len(points) * fraction))
     kept: list = []
     for i, layer in enumerate(nondominated_layers(points)):
         if i == 0 or len(kept) + len(layer) <= k:
             kept.extend(layer)
             continue
-        cd = crowding(points, layer)
-        kept.extend(sorted(layer, key=lambda key: (-cd[key], key))[: k - len(kept)])
+        cd = crowding(points, layer)  # ties (e.g. two boundary points, both infinite): the more accurate first
+        kept.extend(sorted(layer, key=lambda key: (-cd[key], -points[key][0], points[key][1], str(key)))[: k - len(kept)])
         break
     return set(kept)
 
@@ -92,10 +94,43 @@ class MultiObjectiveASHA(FIFOScheduler):
         return "MultiObjectiveASHA: " + ", ".join(f"rung {r}: {len(v)}" for r, v in self.recorded.items())
 
 
-OPTUNA_PRUNERS = ("successive_halving", "hyperband", "median")
+COST_ATTR = "latency_ms"  # the trial user attribute the multi-objective pruner reads as the second objective
+
+
+class MultiObjectiveSHAPruner(optuna.pruners.BasePruner):
+    """lkscale's multi-objective successive halving behind Optuna's ``BasePruner`` interface.
+
+    At a rung step (``grace * rf**k``) the trial's reported accuracy and its ``latency_ms`` user attribute are
+    compared with every trial of the study that reported at that step; it is pruned unless it is within the
+    best ``ceil(n / rf)`` by non-dominated layers and crowding (``keep_top``), the rule
+    ``MultiObjectiveASHA`` applies as a Tune scheduler. Fewer than ``rf`` trials at a rung: never pruned.
+    """
+
+    def __init__(self, grace_period: int, reduction_factor: float, max_t: int):
+        if grace_period < 1 or reduction_factor <= 1:
+            raise ValueError("grace_period must be >= 1 and reduction_factor > 1")
+        self.rungs: set[int] = set()
+        r = grace_period
+        while r < max_t:
+            self.rungs.add(int(r))
+            r = math.ceil(r * reduction_factor)
+        self.rf = reduction_factor
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step not in self.rungs or COST_ATTR not in trial.user_attrs:
+            return False
+        seen = {t.number: (float(t.intermediate_values[step]), float(t.user_attrs[COST_ATTR]))
+                for t in study.get_trials(deepcopy=False)
+                if step in t.intermediate_values and COST_ATTR in t.user_attrs}
+        if len(seen) < self.rf:
+            return False
+        return trial.number not in keep_top(seen, 1 / self.rf)
 
 
 def optuna_pruner(name: str, grace_period: int, reduction_factor: float, max_t: int) -> optuna.pruners.BasePruner:
+    if name == "moasha":
+        return MultiObjectiveSHAPruner(grace_period, reduction_factor, max_t)
     if name == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=grace_period,
                                                       reduction_factor=max(2, round(reduction_factor)))
@@ -116,6 +151,7 @@ class OptunaPrunerScheduler(FIFOScheduler):
         super().__init__()
         self.pruner, self.max_t, self.grace, self.rf, self.acc = pruner, max_t, grace_period, reduction_factor, acc
         self.curves: dict[str, list[float]] = {key: list(accs) for key, accs, _ in history or []}
+        self.costs: dict[str, float] = {key: float(cost or 0.0) for key, _, cost in history or []}
         self.stopped: set = set()
         self._build()
 
@@ -128,6 +164,7 @@ class OptunaPrunerScheduler(FIFOScheduler):
         self.live: dict[str, optuna.Trial] = {}
         for key, accs in self.curves.items():  # the record: finished curves, so rungs compare with them
             t = self.study.ask()
+            t.set_user_attr(COST_ATTR, self.costs.get(key, 0.0))
             for e, a in enumerate(accs, 1):
                 t.report(a, e)
             done = len(accs) >= self.max_t and key not in self.stopped
@@ -149,7 +186,11 @@ class OptunaPrunerScheduler(FIFOScheduler):
         if step is None or result.get("infeasible") or result.get("failed") \
                 or int((getattr(trial, "config", None) or {}).get("replicate") or 0) > 0:
             return TrialScheduler.CONTINUE
-        t = self.live.get(trial.trial_id) or self.live.setdefault(trial.trial_id, self.study.ask())
+        t = self.live.get(trial.trial_id)
+        if t is None:
+            t = self.live[trial.trial_id] = self.study.ask()
+            self.costs[trial.trial_id] = float(result.get(COST_ATTR) or 0.0)
+            t.set_user_attr(COST_ATTR, self.costs[trial.trial_id])
         acc = float(result[self.acc])
         self.curves.setdefault(trial.trial_id, []).append(acc)
         t.report(acc, int(step))

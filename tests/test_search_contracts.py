@@ -210,9 +210,10 @@ def test_run_folder_holds_no_pickle(smoke_run):
 
 
 @pytest.mark.slow
-def test_optunas_own_pruner_stops_trials_recorded_pruned(tmp_path):
+@pytest.mark.parametrize("pruner", ["successive_halving", "moasha"])
+def test_optunas_own_pruner_stops_trials_recorded_pruned(tmp_path, pruner):
     out = tmp_path / "run"
-    run(study_file(tmp_path, search={"pruning": {"scheduler": "optuna", "pruner": "successive_halving",
+    run(study_file(tmp_path, search={"pruning": {"scheduler": "optuna", "pruner": pruner,
                                                  "grace_epochs": 1, "reduction_factor": 2}}), out)
     rows = read_trials(str(out))
     ot = {t.number: t for t in optuna_trials(out)}
@@ -231,3 +232,4 @@ def test_optuna_pruner_scheduler_survives_tunes_checkpoint_pickle():
     again = pickle.loads(pickle.dumps(s))  # Tune checkpoints its scheduler; the side study is rebuilt
     states = sorted(t.state.name for t in again.study.trials)
     assert states == ["COMPLETE", "PRUNED"] and again.curves == s.curves
+    assert [t.user_attrs["latency_ms"] for t in again.study.trials] == [1.0, 1.0]  # what the MO pruner reads

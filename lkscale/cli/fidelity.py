@@ -7,6 +7,7 @@ import math
 import sys
 
 from lkscale.cli import UsageError
+from lkscale.fidelity.replay import fmt_range
 
 _DESCRIPTION = """\
 Retrain a stratified sample of a finished search (its proxy front, plus candidates spread over the rest of
@@ -93,6 +94,20 @@ def print_text(out: dict) -> None:
         print(line)
         if r.get("warning"):
             print(r["warning"])
+    print_replay(out.get("pruning_replay") or {})
+
+
+def print_replay(rp: dict) -> None:
+    """The pruning rules replayed on the run's own complete learning curves (``fidelity.replay.replay_rules``)."""
+    if not rp:
+        return
+    print(f"pruning rules replayed on this run's learning curves ({rp['replicates']} replicate(s) x {rp['orders']} "
+          f"arrival orders, {rp['concurrency']} at a time, first rung at epoch {rp['grace']}, halving "
+          f"{rp['reduction_factor']:g}); mean (range over replicates):")
+    print(f"  {'rule':<8} {'cost':>16} {'proxy front kept':>20} {'high-fid. front kept':>22} {'high-fid. hypervolume':>24}")
+    for rule, row in rp["rules"].items():
+        print(f"  {rule:<8} {fmt_range(row.get('cost')):>16} {fmt_range(row.get('proxy_front_kept')):>20} "
+              f"{fmt_range(row.get('hf_front_kept')):>22} {fmt_range(row.get('hf_hv_ratio'), False):>24}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after the backend is chosen
 
+from lkscale.fidelity.replay import fmt_range  # noqa: E402
+
 STATS = (("kendall_tau", "Kendall tau"), ("spearman_rho", "Spearman rho"), ("front_kept", "proxy front still non-dominated"),
          ("hv_ratio", "hypervolume of the proxy front / best front"))
 
@@ -45,6 +47,21 @@ def scatter_png(rows: list[dict], path: str, stats: dict | None = None) -> str |
     return path
 
 
+def replay_lines(rp: dict) -> list[str]:
+    """Markdown table of the pruning rules replayed on the run's learning curves (empty without a replay)."""
+    if not rp:
+        return []
+    lines = ["", f"Pruning rules replayed on this run's complete learning curves ({rp['replicates']} replicate(s) x "
+                 f"{rp['orders']} arrival orders, {rp['concurrency']} trials at a time, first rung at epoch "
+                 f"{rp['grace']}, halving {rp['reduction_factor']:g}): mean, and its range over replicates.", "",
+             "| rule | trial-epochs (share of no pruning) | proxy front kept | high-fidelity front kept | "
+             "high-fidelity hypervolume ratio |", "|---|---|---|---|---|"]
+    for rule, row in rp["rules"].items():
+        lines.append(f"| {rule} | {fmt_range(row.get('cost'))} | {fmt_range(row.get('proxy_front_kept'))} | "
+                     f"{fmt_range(row.get('hf_front_kept'))} | {fmt_range(row.get('hf_hv_ratio'), False)} |")
+    return lines
+
+
 def markdown_section(entry: dict, figure: str | None = None) -> str:
     """The ``## Proxy fidelity`` section of report.md from summary.json's ``fidelity`` entry."""
     s, st = entry.get("settings", {}), entry.get("proxy_vs_high", {})
@@ -73,6 +90,7 @@ def markdown_section(entry: dict, figure: str | None = None) -> str:
             lines.append(f"| {r['rung']} of {r['epochs']} | {r['n']} | {_iv(r['kendall_tau'])} | "
                          f"{_iv(r['spearman_rho'])} | {100 * r['kept_topk']:.0f}% | {_iv(r.get('kernel_vs_gain'))} |")
         lines += ["", *[f"**{r['warning']}**" for r in rungs if r.get("warning")]]
+    lines += replay_lines(entry.get("pruning_replay") or {})
     if figure:
         lines += ["", f"![proxy vs high fidelity]({figure})"]
     return "\n".join(lines) + "\n"

@@ -104,4 +104,47 @@ def replay_many(rule: str, curves: list[Curve], orders: int = 100, seed: int = 0
             for _ in range(orders)]
 
 
-__all__ = ["Curve", "RULES", "replay", "judge", "replay_many"]
+def fmt_range(d: dict | None, pct: bool = True) -> str:
+    """``replay_rules``' {mean, min, max} as "71% (69%..72%)" (percent) or "0.93 (0.90..0.96)"."""
+    if not d:
+        return "n/a"
+    f = (lambda x: f"{100 * x:.0f}%") if pct else (lambda x: f"{x:.2f}")
+    return f"{f(d['mean'])} ({f(d['min'])}..{f(d['max'])})" if d["max"] > d["min"] else f(d["mean"])
+
+
+def curves_by_replicate(trials: list) -> list[list[Curve]]:
+    """One list of full-length curves per replicate, from a run's complete trials (records with
+    ``val_acc_epochs``, ``latency_ms``, ``kernels``); trials cut short (pruned) are left out."""
+    done = [t for t in trials if t.get("state") == "complete" and t.get("val_acc_epochs") and t.get("latency_ms")]
+    worlds = []
+    for r in sorted({int(t.get("replicate") or 0) for t in done}):
+        mine = [t for t in done if int(t.get("replicate") or 0) == r]
+        full = max(len(t.get("val_acc_epochs")) for t in mine)
+        worlds.append([Curve(t.get("name"), tuple(map(float, t.get("val_acc_epochs"))), float(t.get("latency_ms")),
+                             float(np.mean(t.get("kernels") or [0]))) for t in mine if len(t.get("val_acc_epochs")) == full])
+    return [w for w in worlds if len(w) >= 3]
+
+
+def replay_rules(trials: list, truth: dict[str, float] | None = None, grace: int = 1, reduction_factor: float = 2,
+                 orders: int = 100, seed: int = 0, concurrency: int = 2) -> dict:
+    """What each rule (none, ASHA, MO-ASHA, Optuna's successive halving) would have kept of a run that trained
+    every candidate to the end: the mean over replicates and arrival orders of ``judge``'s figures, and their
+    range over replicates. Empty when fewer than 3 candidates have complete curves (a pruned run)."""
+    worlds = curves_by_replicate(trials)
+    if not worlds or min(len(c.accs) for w in worlds for c in w) <= grace:
+        return {}
+    out = {"grace": grace, "reduction_factor": reduction_factor, "orders": orders, "replicates": len(worlds),
+           "concurrency": concurrency, "rules": {}}
+    for rule in RULES:
+        per = [replay_many(rule, w, orders, seed, truth, grace=grace, reduction_factor=reduction_factor,
+                           concurrency=concurrency) for w in worlds]
+        row = {}
+        for key in ("cost", "proxy_front_kept", "hf_front_kept", "hf_hv_ratio"):
+            means = [float(np.nanmean([x[key] for x in res])) for res in per if key in res[0]]
+            if means:
+                row[key] = {"mean": float(np.mean(means)), "min": min(means), "max": max(means)}
+        out["rules"][rule] = row
+    return out
+
+
+__all__ = ["Curve", "RULES", "replay", "judge", "replay_many", "curves_by_replicate", "replay_rules", "fmt_range"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from lkscale.config import DataConfig, FidelityConfig, TrainConfig, from_dict, to_dict
+from lkscale.fidelity.replay import replay_rules
 from lkscale.fidelity.sample import stratified_sample
 from lkscale.fidelity.stats import fidelity_statistics, pruning_rungs, rung_statistics
 from lkscale.rundir import (Run, RunDir, RunDirError, Trial, candidates, load_run, read_fidelity, update_summary,
@@ -146,6 +147,8 @@ def statistics(plan: Plan) -> dict:
     rf = float(pr.get("reduction_factor") or 2.0)
     rungs = pruning_rungs(plan.proxy_epochs, int(pr.get("grace_epochs") or 1), rf)
     first = [t for t in run.trials if int(t.get("replicate") or 0) == 0]
+    truth = {r["name"]: float(r["high_acc"]) for r in rows if r.get("state") == "complete" and r.get("high_acc") is not None}
+    replayed = replay_rules(run.trials, truth, int(pr.get("grace_epochs") or 1), rf, seed=cfg.seed)
     return {
         "settings": {**to_dict(cfg), "proxy_epochs": plan.proxy_epochs,
                      "proxy_train_per_class": (run.study.get("data") or {}).get("train_per_class"),
@@ -155,6 +158,7 @@ def statistics(plan: Plan) -> dict:
         "proxy_vs_high": fidelity_statistics(rows, plan.reference, cfg.top_k, cfg.warn_tau, cfg.seed),
         "rungs": [rung_statistics(first, r, plan.proxy_epochs, cfg.top_k, 1 / rf, cfg.warn_tau, cfg.seed) for r in rungs],
         "pruning": "none (scaling study)" if search.get("mode") == "scaling" else pr.get("scheduler", "moasha"),
+        "pruning_replay": replayed,
     }
 
 
