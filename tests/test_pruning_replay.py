@@ -90,11 +90,12 @@ def test_replay_rules_on_a_run_record_with_a_late_bloomer_that_every_pruning_rul
     from lkscale.fidelity.replay import curves_by_replicate, fmt_range, replay_rules
 
     assert [len(w) for w in curves_by_replicate(records)] == [6, 6]
-    out = replay_rules(records, truth={"n5": 0.9, "n0": 0.5}, orders=20)
-    assert out["replicates"] == 2 and set(out["rules"]) == {"none", "asha", "moasha", "optuna"}
+    out = replay_rules(records, truth={"n5": 0.9, "n0": 0.5}, orders=20, graces=(1, 2, 3))
+    assert out["replicates"] == 2 and out["graces"] == [1, 2]  # a rung at the last epoch (3) decides nothing
+    assert set(out["rules"]) == {"none"} | {f"{r} g{g}" for r in ("asha", "moasha", "optuna") for g in (1, 2)}
     none = out["rules"]["none"]
     assert none["cost"]["mean"] == 1.0 and none["proxy_front_kept"]["mean"] == 1.0 and none["hf_hv_ratio"]["mean"] == 1.0
-    for rule in ("asha", "moasha", "optuna"):
+    for rule in ("asha g1", "moasha g1", "optuna g1"):
         row = out["rules"][rule]
         assert row["cost"]["mean"] < 1.0
         # n5 is last at epoch 1 of every replay; it survives only when it arrives among the first (too few
@@ -115,12 +116,12 @@ def test_replay_rules_says_nothing_about_a_run_without_complete_curves():
 def test_the_report_section_carries_the_replay_table():
     from lkscale.fidelity.figure import markdown_section
 
-    rp = {"grace": 1, "reduction_factor": 2, "orders": 10, "replicates": 3, "concurrency": 2,
+    rp = {"graces": [1], "reduction_factor": 2, "orders": 10, "replicates": 3, "concurrency": 2,
           "rules": {"none": {"cost": {"mean": 1.0, "min": 1.0, "max": 1.0}},
-                    "moasha": {"cost": {"mean": 0.71, "min": 0.69, "max": 0.72},
+                    "moasha g1": {"cost": {"mean": 0.71, "min": 0.69, "max": 0.72},
                                "proxy_front_kept": {"mean": 0.77, "min": 0.6, "max": 0.9}}}}
     md = markdown_section({"settings": {}, "proxy_vs_high": {}, "rungs": [], "pruning_replay": rp})
-    assert "| moasha | 71% (69%..72%) | 77% (60%..90%) | n/a | n/a |" in md and "| none | 100% |" in md
+    assert "| moasha g1 | 71% (69%..72%) | 77% (60%..90%) | n/a | n/a |" in md and "| none | 100% |" in md
 
 
 @pytest.mark.parametrize("concurrency", [1, 2])

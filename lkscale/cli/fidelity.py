@@ -102,11 +102,11 @@ def print_replay(rp: dict) -> None:
     if not rp:
         return
     print(f"pruning rules replayed on this run's learning curves ({rp['replicates']} replicate(s) x {rp['orders']} "
-          f"arrival orders, {rp['concurrency']} at a time, first rung at epoch {rp['grace']}, halving "
+          f"arrival orders, {rp['concurrency']} at a time; gN: first rung at epoch N, halving "
           f"{rp['reduction_factor']:g}); mean (range over replicates):")
-    print(f"  {'rule':<8} {'cost':>16} {'proxy front kept':>20} {'high-fid. front kept':>22} {'high-fid. hypervolume':>24}")
+    print(f"  {'rule':<10} {'cost':>16} {'proxy front kept':>20} {'high-fid. front kept':>22} {'high-fid. hypervolume':>24}")
     for rule, row in rp["rules"].items():
-        print(f"  {rule:<8} {fmt_range(row.get('cost')):>16} {fmt_range(row.get('proxy_front_kept')):>20} "
+        print(f"  {rule:<10} {fmt_range(row.get('cost')):>16} {fmt_range(row.get('proxy_front_kept')):>20} "
               f"{fmt_range(row.get('hf_front_kept')):>22} {fmt_range(row.get('hf_hv_ratio'), False):>24}")
 
 

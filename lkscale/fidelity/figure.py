@@ -35,6 +35,11 @@ def scatter_png(rows: list[dict], path: str, stats: dict | None = None) -> str |
         if pts:
             ax.scatter(*zip(*pts), marker=marker, s=90 if marker == "*" else 40, c=colour,
                        label="proxy front" if role == "front" else "rest of the sample", zorder=3)
+    for r in rows:  # which network each point is: family and kernels, from the candidate's name
+        label = " ".join(str(r.get("name", "")).split("-")[:2])
+        if label:
+            ax.annotate(label, (100 * float(r["proxy_acc"]), 100 * float(r["high_acc"])), fontsize=6.5,
+                        xytext=(4, 3), textcoords="offset points", color="0.25")
     ax.set_xlabel("proxy accuracy (%)")
     ax.set_ylabel("high-fidelity accuracy (%)")
     if stats and stats.get("kendall_tau"):
@@ -52,8 +57,8 @@ def replay_lines(rp: dict) -> list[str]:
     if not rp:
         return []
     lines = ["", f"Pruning rules replayed on this run's complete learning curves ({rp['replicates']} replicate(s) x "
-                 f"{rp['orders']} arrival orders, {rp['concurrency']} trials at a time, first rung at epoch "
-                 f"{rp['grace']}, halving {rp['reduction_factor']:g}): mean, and its range over replicates.", "",
+                 f"{rp['orders']} arrival orders, {rp['concurrency']} trials at a time; gN: first rung at epoch N, "
+                 f"halving {rp['reduction_factor']:g}): mean, and its range over replicates.", "",
              "| rule | trial-epochs (share of no pruning) | proxy front kept | high-fidelity front kept | "
              "high-fidelity hypervolume ratio |", "|---|---|---|---|---|"]
     for rule, row in rp["rules"].items():

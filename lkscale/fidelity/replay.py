@@ -125,25 +125,28 @@ def curves_by_replicate(trials: list) -> list[list[Curve]]:
     return [w for w in worlds if len(w) >= 3]
 
 
-def replay_rules(trials: list, truth: dict[str, float] | None = None, grace: int = 1, reduction_factor: float = 2,
-                 orders: int = 100, seed: int = 0, concurrency: int = 2) -> dict:
-    """What each rule (none, ASHA, MO-ASHA, Optuna's successive halving) would have kept of a run that trained
-    every candidate to the end: the mean over replicates and arrival orders of ``judge``'s figures, and their
-    range over replicates. Empty when fewer than 3 candidates have complete curves (a pruned run)."""
+def replay_rules(trials: list, truth: dict[str, float] | None = None, graces: tuple[int, ...] = (1, 2),
+                 reduction_factor: float = 2, orders: int = 100, seed: int = 0, concurrency: int = 2) -> dict:
+    """What each rule (none; ASHA, MO-ASHA and Optuna's successive halving with the first rung at each epoch
+    of ``graces``) would have kept of a run that trained every candidate to the end: the mean over replicates
+    and arrival orders of ``judge``'s figures, and their range over replicates. Rules are keyed ``"moasha g2"``
+    (first rung at epoch 2). Empty when fewer than 3 candidates have complete curves (a pruned run)."""
     worlds = curves_by_replicate(trials)
-    if not worlds or min(len(c.accs) for w in worlds for c in w) <= grace:
+    epochs = min(len(c.accs) for w in worlds for c in w) if worlds else 0
+    graces = tuple(sorted({int(g) for g in graces if 1 <= int(g) < epochs}))
+    if not graces:
         return {}
-    out = {"grace": grace, "reduction_factor": reduction_factor, "orders": orders, "replicates": len(worlds),
-           "concurrency": concurrency, "rules": {}}
-    for rule in RULES:
-        per = [replay_many(rule, w, orders, seed, truth, grace=grace, reduction_factor=reduction_factor,
+    out = {"graces": list(graces), "reduction_factor": reduction_factor, "orders": orders, "replicates": len(worlds),
+           "concurrency": concurrency, "epochs": epochs, "rules": {}}
+    for rule, g in [("none", graces[0])] + [(r, g) for g in graces for r in RULES if r != "none"]:
+        per = [replay_many(rule, w, orders, seed, truth, grace=g, reduction_factor=reduction_factor,
                            concurrency=concurrency) for w in worlds]
         row = {}
         for key in ("cost", "proxy_front_kept", "hf_front_kept", "hf_hv_ratio"):
             means = [float(np.nanmean([x[key] for x in res])) for res in per if key in res[0]]
             if means:
                 row[key] = {"mean": float(np.mean(means)), "min": min(means), "max": max(means)}
-        out["rules"][rule] = row
+        out["rules"][rule if rule == "none" else f"{rule} g{g}"] = row
     return out
 
 

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
-from lkscale.config import DataConfig, FidelityConfig, TrainConfig, from_dict, to_dict
+from lkscale.config import DataConfig, FidelityConfig, PruningConfig, TrainConfig, from_dict, to_dict
 from lkscale.fidelity.replay import replay_rules
 from lkscale.fidelity.sample import stratified_sample
 from lkscale.fidelity.stats import fidelity_statistics, pruning_rungs, rung_statistics
@@ -144,11 +144,12 @@ def statistics(plan: Plan) -> dict:
     rows = [r for r in read_fidelity(run.path) if _same_settings(r, cfg, plan.data.train_per_class)]
     search = run.study.get("search") or {}
     pr = search.get("pruning") or {}
-    rf = float(pr.get("reduction_factor") or 2.0)
-    rungs = pruning_rungs(plan.proxy_epochs, int(pr.get("grace_epochs") or 1), rf)
+    pcfg = from_dict(PruningConfig, pr)  # the study's pruning, its defaults filled in
+    rf = float(pcfg.reduction_factor)
+    rungs = pruning_rungs(plan.proxy_epochs, int(pcfg.grace_epochs), rf)
     first = [t for t in run.trials if int(t.get("replicate") or 0) == 0]
     truth = {r["name"]: float(r["high_acc"]) for r in rows if r.get("state") == "complete" and r.get("high_acc") is not None}
-    replayed = replay_rules(run.trials, truth, int(pr.get("grace_epochs") or 1), rf, seed=cfg.seed)
+    replayed = replay_rules(run.trials, truth, (1, 2, int(pcfg.grace_epochs)), rf, seed=cfg.seed)
     return {
         "settings": {**to_dict(cfg), "proxy_epochs": plan.proxy_epochs,
                      "proxy_train_per_class": (run.study.get("data") or {}).get("train_per_class"),
@@ -157,7 +158,7 @@ def statistics(plan: Plan) -> dict:
         "sample": [{"name": c.name, "role": role} for c, role in plan.sample],
         "proxy_vs_high": fidelity_statistics(rows, plan.reference, cfg.top_k, cfg.warn_tau, cfg.seed),
         "rungs": [rung_statistics(first, r, plan.proxy_epochs, cfg.top_k, 1 / rf, cfg.warn_tau, cfg.seed) for r in rungs],
-        "pruning": "none (scaling study)" if search.get("mode") == "scaling" else pr.get("scheduler", "moasha"),
+        "pruning": "none (scaling study)" if search.get("mode") == "scaling" else pcfg.scheduler,
         "pruning_replay": replayed,
     }
 
