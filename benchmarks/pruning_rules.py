@@ -44,7 +44,8 @@ LARGE = 9.0  # mean kernel size from which a network counts as large-kernel
 
 
 def worlds(run_dirs: list[str]) -> list[tuple[str, list[Curve], dict]]:
-    """(label, curves, blocks by key) per run and replicate, complete full-length curves only."""
+    """(label, curves, group by key) per run and replicate, complete full-length curves only; a group is the
+    architecture but for its kernels (block, depths, widths), so a kernel's gap is measured within one."""
     out = []
     for run in run_dirs:
         trials = [t for t in read_trials(run) if t.state == "complete" and t.get("val_acc_epochs")]
@@ -54,15 +55,20 @@ def worlds(run_dirs: list[str]) -> list[tuple[str, list[Curve], dict]]:
             mine = [t for t in mine if len(t.val_acc_epochs) == full]
             curves = [Curve(t.name, tuple(map(float, t.val_acc_epochs)), float(t.latency_ms),
                             float(np.mean(t.kernels))) for t in mine]
-            out.append((f"{os.path.basename(run.rstrip('/'))}/r{r}", curves, {t.name: t.blocks[0] for t in mine}))
+            groups = {t.name: f"{t.blocks[0]} d{'.'.join(map(str, t.depths))} w{'.'.join(map(str, t.widths))}" for t in mine}
+            out.append((f"{os.path.basename(run.rstrip('/'))}/r{r}", curves, groups))
     return out
 
 
 def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% t-interval; with fewer than 3 values, the mean and their range (a t-interval on one
+    degree of freedom is too wide to say anything)."""
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
     if len(v) < 2:
         return (float(v.mean()) if len(v) else float("nan"), float("nan"), float("nan"))
+    if len(v) < 3:
+        return float(v.mean()), float(v.min()), float(v.max())
     low, high = sst.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=sst.sem(v)) if v.std() > 0 else (v.mean(),) * 2
     return float(v.mean()), float(low), float(high)
 
@@ -100,7 +106,7 @@ def rule_table(ws, truth: dict, orders: int, seed: int) -> dict:
 def early_gaps(ws) -> dict:
     """{block: {kernel: [(mean, low, high) per epoch]}}: accuracy minus the same block's kernel-3 network's."""
     gaps: dict = {}
-    for _, curves, blocks in ws:
+    for _, curves, blocks in ws:  # blocks: the group (architecture but for kernels) of each key
         for block in sorted(set(blocks.values())):
             mine = {c.kernel: c for c in curves if blocks[c.key] == block}
             if 3.0 not in mine:
@@ -120,7 +126,7 @@ def fidelity_world(run_dir: str) -> tuple[list[Curve], dict] | None:
     rows = [r for r in rows if len(r["val_acc_epochs"]) == full]
     curves = [Curve(r["name"], tuple(map(float, r["val_acc_epochs"])), float(r["latency_ms"]),
                     float(np.mean(r["kernels"]))) for r in rows]
-    return curves, {r["name"]: r["blocks"][0] for r in rows}
+    return curves, {r["name"]: r["name"].split("-")[0] + " " + "-".join(r["name"].split("-")[2:4]) for r in rows}
 
 
 SHORT = {"cost": "cost", "proxy_front_kept": "proxy front", "hf_front_kept": "hf front", "hf_hv_ratio": "hf hv",
@@ -136,7 +142,7 @@ def fmt(iv: tuple[float, float, float]) -> str:
 
 def print_table(title: str, table: dict) -> None:
     cols = list(next(iter(table.values())))
-    print(f"\n{title}; percent, mean [95% interval over worlds]\n{'rule':20s}"
+    print(f"\n{title}; percent, mean [95% t-interval over worlds; with 2 worlds: their range]\n{'rule':20s}"
           + "".join(f"{SHORT.get(c, c):>14s}" for c in cols))
     for name, row in table.items():
         print(f"{name:20s}" + "".join(f"{fmt(row[c]):>14s}" for c in cols))
@@ -168,7 +174,7 @@ def main(argv: list[str]) -> int:
                     "their own last epoch)", out["high_fidelity"])
     for key in ("early_gaps", "high_fidelity_gaps"):
         for block, ks in out.get(key, {}).items():
-            print(f"\n{key}: {block}, accuracy minus {block} kernel 3, after each epoch (points; 95% t-interval over worlds)")
+            print(f"\n{key}: {block}, accuracy minus {block} kernel 3, after each epoch (points; 95% t-interval over worlds; 2 worlds: their range)")
             for k, ivs in ks.items():
                 print(f"  mean kernel {k:>5s}: " + "  ".join(f"{100 * m:+.1f}" + (f" [{100 * lo:+.1f},{100 * hi:+.1f}]"
                                                                                     if np.isfinite(lo) else "")

@@ -116,7 +116,7 @@ class BudgetConfig:
 class PruningConfig:
     scheduler: str = "moasha"      # moasha | asha | optuna | none
     pruner: str = "successive_halving"  # scheduler: optuna -> successive_halving | hyperband | median | moasha
-    grace_epochs: int = 1
+    grace_epochs: int = 2          # first rung; epoch 1 ranks poorly on real runs (benchmarks/pruning_rules.py)
     reduction_factor: float = 2.0
 
 

@@ -43,3 +43,26 @@ def test_more_cpus_per_trial_than_the_machine_has_is_one_line(tmp_path):
         last = res.stderr.strip().splitlines()[-1]
         assert "resources.cpus_per_trial" in last and "no trial could ever start" in last
     assert not (tmp_path / "out").exists()  # nothing started, nothing written
+
+
+def test_plan_says_at_which_epochs_pruning_decides_and_when_it_cannot(tmp_path):
+    from lkscale.search.planning import pruning_plan
+    from lkscale.study import load_study
+
+    def plan_of(epochs, pruning, mode=None):
+        raw = yaml.safe_load(open(os.path.join(REPO, "studies", "smoke.yaml")))
+        raw["proxy"]["epochs"] = epochs
+        raw["search"]["pruning"] = pruning
+        if mode:
+            raw["search"].update(mode=mode, sampler="grid")
+        path = tmp_path / f"p{epochs}{mode}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return pruning_plan(load_study(str(path)))
+
+    assert plan_of(8, {"scheduler": "moasha"})["rungs"] == [2, 4]  # the default first rung is epoch 2
+    assert plan_of(8, {"scheduler": "asha", "grace_epochs": 1, "reduction_factor": 3})["rungs"] == [1, 3]
+    p = plan_of(2, {"scheduler": "moasha"})
+    assert p["rungs"] == [] and "nothing will be pruned" in p["text"]
+    assert plan_of(4, {"scheduler": "moasha"}, mode="scaling")["text"].startswith("pruning: none (a scaling study")
+    assert "moasha at epoch(s) 2 of 4" in run_cli("plan", os.path.join(REPO, "studies", "pareto.yaml"), "--no-latency",
+                                                  "--no-probe").stdout

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     out.append(f"\nover budget: {len(plan['over_budget'])} of {plan['distinct']}; resources: "
                f"{res['cpus_per_trial']:g} CPU(s) + {res['gpus_per_trial']:g} GPU(s) per trial, "
                f"{res['concurrency']} at a time (fits this machine)")
+    out.append(plan["pruning"]["text"])
     est = plan.get("estimate")
     if est and "wall_seconds" in est:
         out.append(f"estimate: {est['trials']} trials, {est['trial_epochs']} trial-epochs, about "

@@ -16,6 +16,7 @@ from typing import Callable
 
 from lkscale.cost import estimate, measure_train_step
 from lkscale.cost.measure import latency_of
+from lkscale.fidelity.stats import pruning_rungs
 from lkscale.model import build_model
 from lkscale.search.checks import check_data, check_resources, space_points
 from lkscale.search.objective import budget_violations
@@ -94,7 +95,24 @@ def make_plan(study: Study, latency: bool = True, probe: bool = True,
             "data": {"dataset": data.dataset, "root": data.root}, "resources": {
                 "cpus_per_trial": study.resources.cpus_per_trial, "gpus_per_trial": study.resources.gpus_per_trial,
                 "concurrency": study.search.concurrency},
-            "estimate": est, "plan_seconds": round(time.time() - t0, 1)}
+            "pruning": pruning_plan(study), "estimate": est, "plan_seconds": round(time.time() - t0, 1)}
+
+
+def pruning_plan(study: Study) -> dict:
+    """Which rule prunes, at which epochs, and a sentence for the plan (also when nothing can be pruned)."""
+    pr, epochs = study.search.pruning, int(study.proxy.epochs)
+    if study.search.mode == "scaling" or pr.scheduler == "none":
+        why = "a scaling study trains every point to the end" if study.search.mode == "scaling" else "pruning: none"
+        return {"scheduler": "none", "rungs": [], "text": f"pruning: none ({why})"}
+    rungs = pruning_rungs(epochs, pr.grace_epochs, pr.reduction_factor)
+    name = pr.scheduler + (f" ({pr.pruner})" if pr.scheduler == "optuna" else "")
+    if not rungs:
+        return {"scheduler": pr.scheduler, "rungs": [],
+                "text": f"pruning: {name}, but a {epochs}-epoch proxy has no rung before its last epoch "
+                        f"(grace_epochs {pr.grace_epochs}): nothing will be pruned"}
+    return {"scheduler": pr.scheduler, "rungs": rungs,
+            "text": f"pruning: {name} at epoch(s) {', '.join(map(str, rungs))} of {epochs}, keeping the best "
+                    f"1/{pr.reduction_factor:g} at each"}
 
 
 def _measure(study: Study, specs: list) -> dict:
