@@ -28,12 +28,14 @@ def setting(run) -> str:
     return f"{p.get('epochs')} ep x {d.get('train_per_class')}/class"
 
 
-def compare(run_dir: str, truth: dict[str, float], reference: tuple[float, float]) -> list[dict]:
+def compare(run_dir: str, truth: dict[str, float], latency: dict[str, float], reference: tuple[float, float]) -> list[dict]:
+    """One line of statistics per replicate of ``run_dir``. Latency: the truth run's measurement of each network
+    (the same networks), so every setting is judged against the same latencies."""
     run = load_run(run_dir)
     out = []
     done = [t for t in run.trials if t.state == "complete" and t.name in truth]
     for r in sorted({int(t.get("replicate") or 0) for t in done}):
-        rows = [{"state": "complete", "proxy_acc": t.val_acc, "high_acc": truth[t.name], "latency_ms": t.latency_ms}
+        rows = [{"state": "complete", "proxy_acc": t.val_acc, "high_acc": truth[t.name], "latency_ms": latency[t.name]}
                 for t in done if int(t.get("replicate") or 0) == r]
         st = fidelity_statistics(rows, reference, k=3, n_resamples=2000)
         out.append({"run": os.path.basename(run_dir.rstrip("/")), "setting": setting(run), "replicate": r, **st})
@@ -56,7 +58,8 @@ def main(argv: list[str]) -> int:
     truth = {r["name"]: float(r["high_acc"]) for r in rows}
     budget = (load_run(a.truth).budgets or {}).get("max_latency_ms")
     reference = (0.0, float(budget) if budget else 1.5 * max(float(r["latency_ms"]) for r in rows))
-    out = [x for run in a.runs for x in compare(run, truth, reference)]
+    latency = {r["name"]: float(r["latency_ms"]) for r in rows}
+    out = [x for run in a.runs for x in compare(run, truth, latency, reference)]
     e = rows[0]
     print(f"high fidelity: {len(truth)} candidates, {e['epochs']} epochs x {e['train_per_class']}/class, augmented "
           f"(from {a.truth}/fidelity.csv); 95% bootstrap intervals over candidates")

@@ -73,6 +73,11 @@ def t_interval(values: list[float]) -> tuple[float, float, float]:
     return float(v.mean()), float(low), float(high)
 
 
+def _clip(key: str, iv: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Shares live in [0, 1]: a t-interval reaching past either end is cut there (excess rates can be < 0)."""
+    return iv if key.startswith("excess") else tuple(float(np.clip(x, 0.0, 1.0)) for x in iv)
+
+
 def _stop_rates(res: list[dict], curves: list[Curve]) -> tuple[float, float]:
     """Share of small (mean kernel < LARGE) and of large candidates stopped early, over replays."""
     by_k = {k: float(np.mean([x["stopped_by_kernel"][k] for x in res])) for k in res[0]["stopped_by_kernel"]}
@@ -99,7 +104,7 @@ def rule_table(ws, truth: dict, orders: int, seed: int) -> dict:
             (s, lg), (os_, ol) = _stop_rates(res, curves), _stop_rates(oracle, flat)
             row.update({"stop_small": s, "stop_large": lg, "excess_stop_small": s - os_, "excess_stop_large": lg - ol})
             per_world.append(row)
-        table[name] = {k: t_interval([w[k] for w in per_world]) for k in per_world[0]}
+        table[name] = {k: _clip(k, t_interval([w[k] for w in per_world])) for k in per_world[0]}
     return table
 
 

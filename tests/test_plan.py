@@ -64,5 +64,5 @@ def test_plan_says_at_which_epochs_pruning_decides_and_when_it_cannot(tmp_path):
     p = plan_of(2, {"scheduler": "moasha"})
     assert p["rungs"] == [] and "nothing will be pruned" in p["text"]
     assert plan_of(4, {"scheduler": "moasha"}, mode="scaling")["text"].startswith("pruning: none (a scaling study")
-    assert "moasha at epoch(s) 2 of 4" in run_cli("plan", os.path.join(REPO, "studies", "pareto.yaml"), "--no-latency",
+    assert "moasha at epoch(s) 2 of 3" in run_cli("plan", os.path.join(REPO, "studies", "pareto.yaml"), "--no-latency",
                                                   "--no-probe").stdout
