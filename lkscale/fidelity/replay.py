@@ -75,7 +75,11 @@ def _hv(points: list[tuple[float, float]], reference: tuple[float, float]) -> fl
 
 
 def judge(curves: list[Curve], epochs: dict[str, int], truth: dict[str, float] | None = None) -> dict:
-    """Cost and what a replay kept. ``truth``: high-fidelity accuracy by key (a subset of the curves may do)."""
+    """Cost and what a replay kept. ``truth``: high-fidelity accuracy by key (a subset of the curves may do).
+
+    The hypervolume reference is accuracy 0 and 1.1x the largest latency among the truth's candidates: close to
+    the points, so the ratio feels the loss of a front member (a far reference, such as a latency budget many
+    times the largest latency, makes every ratio near 1)."""
     max_t = min(len(c.accs) for c in curves)
     kept = {c.key for c in curves if epochs.get(c.key, 0) >= max_t}
     out = {"cost": sum(epochs.values()) / (len(curves) * max_t), "kept": len(kept) / len(curves)}
