@@ -78,7 +78,8 @@ def print_text(out: dict) -> None:
                             (f"top{k}_recall", f"top-{k} recall", True), ("front_kept", "proxy front kept", True),
                             ("hv_ratio", "hypervolume ratio", False)):
         if key in st:
-            print(f"  {label:<18} {_iv(st[key], pct)}")
+            ref = f"   (reference: accuracy 0, {st['reference'][1]:.3g} ms)" if key == "hv_ratio" and st.get("reference") else ""
+            print(f"  {label:<18} {_iv(st[key], pct)}{ref}")
     if st.get("warning"):
         print(st["warning"])
     if out["rungs"] and not str(out.get("pruning", "")).startswith(("moasha", "asha")):

@@ -82,6 +82,8 @@ def markdown_section(entry: dict, figure: str | None = None) -> str:
         lines.append(f"| {label} | {_iv(st.get(key))} |")
     lines.append(f"| top-{k} recall | {_iv(st.get(f'top{k}_recall'), True)} |")
     for key, label in STATS[2:]:
+        ref = st.get("reference")
+        label += f" (reference: accuracy 0, {ref[1]:.3g} ms)" if key == "hv_ratio" and ref else ""
         lines.append(f"| {label} | {_iv(st.get(key), key == 'front_kept')} |")
     if st.get("warning"):
         lines += ["", f"**{st['warning']}**"]
