@@ -491,3 +491,12 @@ def test_scaling_line_keeps_the_requested_branch_where_the_kernel_was_too_small_
                    "dropped (not smaller than kernel 3)"})
     plain = Trial({"reparam": [[], [], [], []], "notes": ""})
     assert requested_reparam(small) == requested_reparam(large) == "5|5|5|5" and requested_reparam(plain) == "none"
+
+
+def test_markdown_tables_in_the_fidelity_section_become_html_tables():
+    from lkscale.report.html import md_blocks
+
+    out = md_blocks(["Some **text**:", "| rule | cost |", "|---|---|", "| moasha g2 | 88% |", "| none | 100% |", "after"])
+    assert out.startswith("<p>Some <b>text</b>:</p><table><thead><tr><th>rule</th><th>cost</th></tr></thead>")
+    assert "<tr><td>moasha g2</td><td>88%</td></tr><tr><td>none</td><td>100%</td></tr></tbody></table><p>after</p>" in out
+    assert "|" not in out and "---" not in out

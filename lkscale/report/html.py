@@ -173,8 +173,25 @@ def _fidelity_section(run: Run) -> str:
     if os.path.isfile(png):
         with open(png, "rb") as f:
             img = f"<img alt='proxy vs high-fidelity accuracy' src='data:image/png;base64,{base64.b64encode(f.read()).decode()}'>"
-    lines = [ln for ln in markdown_section(entry).splitlines() if ln.strip() and not ln.startswith("#")]
-    return ("<h2 id='fidelity'>Proxy fidelity</h2>" + "".join(f"<p>{inline_md(ln)}</p>" for ln in lines) + img)
+    lines = [ln for ln in markdown_section(entry).splitlines() if ln.strip() and not ln.startswith(("#", "!["))]
+    return "<h2 id='fidelity'>Proxy fidelity</h2>" + md_blocks(lines) + img
+
+
+def md_blocks(lines: list[str]) -> str:
+    """Markdown lines as HTML: runs of ``| a | b |`` rows as one table (header, separator, rows), the rest as
+    paragraphs."""
+    out, rows = [], []
+    for ln in lines + [""]:
+        if ln.startswith("|"):
+            rows.append([c.strip() for c in ln.strip().strip("|").split("|")])
+            continue
+        if rows:
+            body = [r for r in rows[1:] if not all(set(c) <= set("-: ") for c in r)]
+            out.append(table(rows[0], body))
+            rows = []
+        if ln.strip():
+            out.append(f"<p>{inline_md(ln)}</p>")
+    return "".join(out)
 
 
 def html_report(run: Run, result: dict, fronts: dict, scalings: list[dict], pareto_figs: dict, scaling_figs: list) -> str:
