@@ -81,10 +81,15 @@ def test_grid_search_prunes_dominated_keeps_rung_front_and_never_trains_a_networ
     for t in pruned:
         assert by_number[t.number].state.name == "PRUNED" and t.name not in best
         assert len(t.val_acc_epochs) < 4
-    # the front of all trials at rung 1 (accuracy after epoch 1, latency the scheduler saw) is never pruned
-    rung = {t.name: (t.val_acc_epochs[0], t.latency_search_ms) for t in rows if t.val_acc_epochs}
-    front = keep_top(rung, 0.0)  # keep_top always keeps the whole first non-dominated layer
-    assert front and not any(rows[names.index(n)].state == "pruned" for n in front)
+    # a trial on the front of its rung (accuracy at that epoch, latency the scheduler saw, over every trial that
+    # reached the rung) is never stopped there: non-dominated among all, it was non-dominated among those seen
+    # before it. (Judged per rung: a rung-1 front member may fairly be stopped at rung 2, where the order of
+    # these curves flips, when measured latencies are not in kernel order.)
+    for r in (1, 2):
+        rung = {t.name: (t.val_acc_epochs[r - 1], t.latency_search_ms) for t in rows if len(t.val_acc_epochs) >= r}
+        front = keep_top(rung, 0.0)  # keep_top always keeps the whole first non-dominated layer
+        stopped_here = {t.name for t in pruned if len(t.val_acc_epochs) == r}
+        assert front and not front & stopped_here, (r, front & stopped_here)
     for t in rows:  # the recorded curve is the one the trainable reported
         assert t.val_acc_epochs == curve(t.kernels, 4)[:len(t.val_acc_epochs)]
 
