@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -30,6 +31,12 @@ class ConfigError(ValueError):
     def __init__(self, path: str, message: str):
         self.field_path = path
         super().__init__(f"{path}: {message}")
+
+
+def default_cache_dir(configured: str | None = None) -> str:
+    """Where lkscale keeps what it may recompute (decoded datasets, staged data, dwconv autotune choices):
+    ``configured`` (a study's ``data.cache_dir``), else ``$LKSCALE_CACHE``, else ``~/.cache/lkscale``."""
+    return configured or os.environ.get("LKSCALE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lkscale")
 
 
 # ------------------------------------------------------------------------------------------ sections

@@ -240,3 +240,45 @@ def test_cpu_autocast_runs_fp32_fast_path(monkeypatch):
     _close(y.detach(), ref.detach())
     y.sum().backward()
     assert w.grad is not None and x.grad is not None and x.grad.dtype == torch.float32
+
+
+def test_autotuner_takes_a_choice_another_process_made_meanwhile(tmp_path, monkeypatch):
+    monkeypatch.setenv("LKSCALE_CACHE", str(tmp_path))
+    impl.TUNER.clear()
+    impl.TUNER.pick("gw", "other-key", {"dwloop2": lambda: torch.zeros(1)})  # the file is loaded and written
+    path = tmp_path / impl.Autotuner.FILE
+    saved = json.loads(path.read_text())
+    saved["gw|shared-key"] = "fft"  # written by another process after this one loaded the file
+    path.write_text(json.dumps(saved))
+    picked = impl.TUNER.pick("gw", "shared-key", {"dwloop2": lambda: 1 / 0, "fft": lambda: 1 / 0})
+    assert picked == ("fft", None)  # nothing timed: the machine's decision stands
+
+
+def test_autotuner_choices_persist_in_the_default_cache_when_none_is_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("LKSCALE_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    impl.TUNER.clear()
+    impl.TUNER.pick("gw", "k", {"dwloop2": lambda: torch.zeros(1)})
+    assert json.loads((tmp_path / ".cache" / "lkscale" / impl.Autotuner.FILE).read_text()) == {"gw|k": "dwloop2"}
+
+
+def test_concurrent_processes_make_one_autotune_decision_per_key(tmp_path):
+    """Two processes meeting the same new shape at once end with the same grad-weight method (the file lock
+    serialises the decision), so the same seed trains the same network in both."""
+    import subprocess
+    import sys
+
+    code = ("import json, torch; from lkscale.ops import DWConv2d; from lkscale.ops import dwconv_impl as impl\n"
+            "torch.manual_seed(0); torch.set_num_threads(1)\n"
+            "x = torch.randn(16, 32, 16, 16, requires_grad=True); m = DWConv2d(32, 31)\n"
+            "m(x).sum().backward()\n"
+            "print(json.dumps({'choices': impl.TUNER.choices(), 'grad': m.weight.grad.flatten()[:50].tolist()}))\n")
+    env = dict(os.environ, LKSCALE_CACHE=str(tmp_path), OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+    a, b = (json.loads(o.strip().splitlines()[-1]) for o, _ in outs)
+    gw = {k: v for k, v in a["choices"].items() if k.startswith("gw|")}
+    assert gw and gw == {k: v for k, v in b["choices"].items() if k.startswith("gw|")}
+    assert a["grad"] == b["grad"]  # bit-identical gradients

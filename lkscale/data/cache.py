@@ -15,13 +15,14 @@ from typing import Callable
 import numpy as np
 from filelock import FileLock
 
+from lkscale.config import default_cache_dir
+
 log = logging.getLogger(__name__)
 _CACHE_FORMAT = 1
 
 
 def cache_dir(cfg_dir: str | None = None) -> Path:
-    d = cfg_dir or os.environ.get("LKSCALE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lkscale")
-    return Path(d)
+    return Path(default_cache_dir(cfg_dir))
 
 
 def _source_stamp(paths: list[Path]) -> list[tuple[str, int, int]]:

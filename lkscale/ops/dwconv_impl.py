@@ -29,11 +29,18 @@ What this module does, all exact (same arithmetic up to float rounding):
     cropped kernel; competitive only for small kernels, so timed only up to K=13.
   - ``unfold``, ``native``, ``dw``: kept for tests and experiments, never timed by default.
 
-The autotuner is keyed on (op, B, C, H, W, Kh, Kw, dtype, layout, threads), keeps an in-process
-cache and, when ``LKSCALE_CACHE`` names a directory, persists it in ``dwconv_autotune.json`` there.
+The autotuner is keyed on (op, B, C, H, W, Kh, Kw, dtype, layout, threads) and keeps its choices in
+``dwconv_autotune.json`` in lkscale's cache directory (``$LKSCALE_CACHE``, default ``~/.cache/lkscale``). The
+candidates agree only to rounding, and rounding differences grow through training: for runs to be
+reproducible, every process on a machine must use the same candidate for a key. So a key is decided once per
+machine: under a file lock, a process that misses re-reads the file (another may just have decided) and only
+times the candidates when nobody has; the first decision stands (measured before this: the same RepLK
+network, seed and data trained to different accuracies in two runs, because concurrent trials timed
+differently and picked different grad-weight methods).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -43,6 +50,9 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
+
+from lkscale.config import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -233,12 +243,12 @@ class Autotuner:
         self.forced: dict[str, str] = {}      # op -> candidate (tests / benchmarks)
 
     def _path(self) -> str | None:
-        d = os.environ.get("LKSCALE_CACHE")
-        return os.path.join(d, self.FILE) if d else None
+        return os.path.join(default_cache_dir(), self.FILE)
 
-    def _load(self) -> None:
+    def _load(self, again: bool = False) -> None:
+        """Merge the file's choices into the in-process cache (once per path, or ``again``)."""
         path = self._path()
-        if path is None or path == self._loaded_from:
+        if path is None or (path == self._loaded_from and not again):
             return
         self._loaded_from = path
         try:
@@ -284,6 +294,29 @@ class Autotuner:
             name = self._cache.get(full)
         if name in candidates:
             return name, None
+        with self._lock, self._machine_lock():  # decided once per machine: see the module docstring
+            self._load(again=True)
+            name = self._cache.get(full)
+            if name in candidates:
+                return name, None
+            name, result = self._time(full, candidates)
+            self._cache[full] = name
+            self._save()
+        return name, result
+
+    def _machine_lock(self):
+        path = self._path()
+        if path is None:
+            return contextlib.nullcontext()
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            return FileLock(path + ".lock", timeout=600)
+        except OSError:  # no writable cache: this process decides alone
+            return contextlib.nullcontext()
+
+    @staticmethod
+    def _time(full: str, candidates: dict[str, Callable[[], torch.Tensor]]) -> tuple[str, torch.Tensor]:
+        """Time every candidate (twice, unless clearly worse on the first call); the fastest and its output."""
         times: dict[str, float] = {}
         results: dict[str, torch.Tensor] = {}
         for cand, fn in candidates.items():
@@ -300,9 +333,6 @@ class Autotuner:
         name = min(times, key=times.get)
         log.debug("dwconv autotune %s -> %s (%s)", full, name,
                   ", ".join(f"{k}={v * 1e3:.1f}ms" for k, v in times.items()))
-        with self._lock:
-            self._cache[full] = name
-            self._save()
         return name, results[name]
 
 
