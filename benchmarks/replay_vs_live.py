@@ -1,10 +1,11 @@
 """Does the pruning replay predict what a live search prunes? (the check behind benchmarks/pruning_rules.py)
 
 A live front search of the main study's grid (one trial at a time, so the arrival order is the trial order)
-prunes with a rule; its replicate-0 curves are the same training runs as a scaling run's replicate 0 (common
-random numbers: same seed, data subset, batch order and init), so that scaling run's complete curves are what
-the pruned trials would have gone on to. Replaying the same rule over those curves, in the live trial order,
-with the latency the live scheduler saw (``latency_search_ms``), must stop the same trials at the same epochs.
+prunes with a rule. Replaying the same rule over the live curves (a stopped trial continued by a scaling run's
+replicate 0 of the same network: common random numbers, same seed, data subset, batch order and init), in the
+live trial order, with the latency the live scheduler saw (``latency_search_ms``), must stop the same trials at
+the same epochs. The script also says how many live curves equal the reference's first epochs (all of them,
+once the dwconv autotuner decides once per machine; before, RepLK's large-kernel curves differed run to run).
 
     .venv/bin/python benchmarks/replay_vs_live.py LIVE_RUN --curves runs/kernel_size [--rule moasha]
 """
@@ -33,8 +34,10 @@ def main(argv: list[str]) -> int:
     same = [np.allclose(t.val_acc_epochs, full[t.name].val_acc_epochs[: len(t.val_acc_epochs)]) for t in live]
     print(f"{a.live}: {len(live)} trials, rule {pr.scheduler} (first rung at epoch {pr.grace_epochs}, halving "
           f"{pr.reduction_factor:g}); live curves equal to the reference's first epochs: {sum(same)}/{len(same)}")
-    curves = [Curve(t.name, tuple(full[t.name].val_acc_epochs), float(t.latency_search_ms or t.latency_ms),
-                    float(np.mean(t.kernels))) for t in live]
+    # what the live scheduler saw (the live curve), continued by the reference after a stop: a stopped trial's
+    # later epochs never reach a rule that replays it the same way, so only the decisions are under test
+    curves = [Curve(t.name, tuple(list(t.val_acc_epochs) + list(full[t.name].val_acc_epochs[len(t.val_acc_epochs):])),
+                    float(t.latency_search_ms or t.latency_ms), float(np.mean(t.kernels))) for t in live]
     rule = pr.scheduler
     kw = {"pruner": pr.pruner} if rule == "optuna" else {}
     got = replay(rule, curves, list(range(len(curves))), grace=pr.grace_epochs,
