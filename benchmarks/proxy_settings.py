@@ -63,10 +63,10 @@ def main(argv: list[str]) -> int:
     e = rows[0]
     print(f"high fidelity: {len(truth)} candidates, {e['epochs']} epochs x {e['train_per_class']}/class, augmented "
           f"(from {a.truth}/fidelity.csv); 95% bootstrap intervals over candidates")
-    print(f"{'proxy setting':>22} {'rep':>3} {'n':>3} {'Kendall tau':>22} {'Spearman rho':>22} {'top-3':>6} "
+    print(f"{'run':>18} {'proxy setting':>22} {'rep':>3} {'n':>3} {'Kendall tau':>22} {'Spearman rho':>22} {'top-3':>6} "
           f"{'front kept':>11} {'HV ratio':>9}")
     for x in out:
-        print(f"{x['setting']:>22} {x['replicate']:>3} {x['n']:>3} {_iv(x.get('kendall_tau')):>22} "
+        print(f"{x['run']:>18} {x['setting']:>22} {x['replicate']:>3} {x['n']:>3} {_iv(x.get('kendall_tau')):>22} "
               f"{_iv(x.get('spearman_rho')):>22} {x.get('top3_recall', {}).get('estimate', float('nan')):>6.2f} "
               f"{x.get('front_kept', {}).get('estimate', float('nan')):>11.2f} "
               f"{x.get('hv_ratio', {}).get('estimate', float('nan')):>9.3f}")
