@@ -33,7 +33,7 @@ import lkscale  # noqa: F401  (before optuna: torchvision import fix)
 import numpy as np
 from scipy import stats as sst
 
-from lkscale.fidelity.replay import Curve, replay_many
+from lkscale.fidelity.replay import Curve, curves_by_replicate, replay_many
 from lkscale.rundir import read_fidelity, read_trials
 
 BASE_RULES = [("none", {}), ("asha", {}), ("moasha", {}), ("optuna-sha", {"pruner": "successive_halving"}),
@@ -44,19 +44,16 @@ LARGE = 9.0  # mean kernel size from which a network counts as large-kernel
 
 
 def worlds(run_dirs: list[str]) -> list[tuple[str, list[Curve], dict]]:
-    """(label, curves, group by key) per run and replicate, complete full-length curves only; a group is the
+    """(label, curves, group by key) per run and replicate (``curves_by_replicate``); a group is the
     architecture but for its kernels (block, depths, widths), so a kernel's gap is measured within one."""
     out = []
     for run in run_dirs:
-        trials = [t for t in read_trials(run) if t.state == "complete" and t.get("val_acc_epochs")]
+        trials = read_trials(run)
+        groups = {t.name: f"{t.blocks[0]} d{'.'.join(map(str, t.depths))} w{'.'.join(map(str, t.widths))}"
+                  for t in trials}
         for r in sorted({int(t.get("replicate") or 0) for t in trials}):
-            mine = [t for t in trials if int(t.get("replicate") or 0) == r]
-            full = max(len(t.val_acc_epochs) for t in mine)
-            mine = [t for t in mine if len(t.val_acc_epochs) == full]
-            curves = [Curve(t.name, tuple(map(float, t.val_acc_epochs)), float(t.latency_ms),
-                            float(np.mean(t.kernels))) for t in mine]
-            groups = {t.name: f"{t.blocks[0]} d{'.'.join(map(str, t.depths))} w{'.'.join(map(str, t.widths))}" for t in mine}
-            out.append((f"{os.path.basename(run.rstrip('/'))}/r{r}", curves, groups))
+            for curves in curves_by_replicate([t for t in trials if int(t.get("replicate") or 0) == r]):
+                out.append((f"{os.path.basename(run.rstrip('/'))}/r{r}", curves, groups))
     return out
 
 

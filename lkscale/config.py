@@ -119,12 +119,27 @@ class BudgetConfig:
         return {k: float(v) for k, v in pairs if v}
 
 
+def rung_epochs(epochs: int, grace: int, reduction_factor: float) -> list[int]:
+    """The epochs at which successive halving decides: ``grace``, then each rung times ``reduction_factor``
+    (rounded up), before the last epoch. The one definition the schedulers, the plan and the reports use."""
+    if grace < 1 or reduction_factor <= 1:
+        raise ValueError("grace_epochs must be >= 1 and reduction_factor > 1")
+    rungs, r = [], grace
+    while r < epochs:
+        rungs.append(int(r))
+        r = math.ceil(r * reduction_factor)
+    return rungs
+
+
 @dataclass(frozen=True)
 class PruningConfig:
     scheduler: str = "moasha"      # moasha | asha | optuna | none
     pruner: str = "successive_halving"  # scheduler: optuna -> successive_halving | hyperband | median | moasha
     grace_epochs: int = 2          # first rung; epoch 1 ranks poorly on real runs (benchmarks/pruning_rules.py)
     reduction_factor: float = 2.0
+
+    def rungs(self, epochs: int) -> list[int]:
+        return rung_epochs(epochs, self.grace_epochs, self.reduction_factor)
 
 
 @dataclass(frozen=True)

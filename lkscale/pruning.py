@@ -24,6 +24,7 @@ import math
 import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from lkscale.config import rung_epochs
 from lkscale.pareto import crowding_distance, non_dominated_sort
 
 
@@ -61,11 +62,7 @@ class MultiObjectiveASHA(FIFOScheduler):
         if grace_period < 1 or reduction_factor <= 1:
             raise ValueError("grace_period must be >= 1 and reduction_factor > 1")
         self.max_t, self.rf, self.time_attr, self.acc, self.cost = max_t, reduction_factor, time_attr, acc, cost
-        self.rungs = []
-        r = grace_period
-        while r < max_t:
-            self.rungs.append(int(r))
-            r = math.ceil(r * reduction_factor)
+        self.rungs = rung_epochs(max_t, grace_period, reduction_factor)
         self.recorded: dict[int, dict[str, tuple[float, float]]] = {r: {} for r in self.rungs}
         for key, accs, cost in history or []:  # a resumed search: the rungs as the record left them
             for r in self.rungs:
@@ -107,13 +104,7 @@ class MultiObjectiveSHAPruner(optuna.pruners.BasePruner):
     """
 
     def __init__(self, grace_period: int, reduction_factor: float, max_t: int):
-        if grace_period < 1 or reduction_factor <= 1:
-            raise ValueError("grace_period must be >= 1 and reduction_factor > 1")
-        self.rungs: set[int] = set()
-        r = grace_period
-        while r < max_t:
-            self.rungs.add(int(r))
-            r = math.ceil(r * reduction_factor)
+        self.rungs = set(rung_epochs(max_t, grace_period, reduction_factor))
         self.rf = reduction_factor
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
@@ -158,7 +149,9 @@ class OptunaPrunerScheduler(FIFOScheduler):
     def _build(self) -> None:
         level = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.study = optuna.create_study(direction="maximize",
+        # a fixed name: Optuna's Hyperband assigns brackets by hashing the study name with the trial number,
+        # so a random name would make the same curves prune differently from one run to the next
+        self.study = optuna.create_study(study_name="lkscale-pruning-side-study", direction="maximize",
                                          pruner=optuna_pruner(self.pruner, self.grace, self.rf, self.max_t))
         optuna.logging.set_verbosity(level)
         self.live: dict[str, optuna.Trial] = {}

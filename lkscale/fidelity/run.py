@@ -18,7 +18,7 @@ from typing import Callable
 from lkscale.config import DataConfig, FidelityConfig, PruningConfig, TrainConfig, from_dict, to_dict
 from lkscale.fidelity.replay import replay_rules
 from lkscale.fidelity.sample import stratified_sample
-from lkscale.fidelity.stats import fidelity_statistics, pruning_rungs, rung_statistics
+from lkscale.fidelity.stats import fidelity_statistics, rung_statistics
 from lkscale.rundir import (Run, RunDir, RunDirError, Trial, candidates, load_run, read_fidelity, update_summary,
                             write_fidelity)
 
@@ -145,7 +145,7 @@ def statistics(plan: Plan) -> dict:
     pr = search.get("pruning") or {}
     pcfg = from_dict(PruningConfig, pr)  # the study's pruning, its defaults filled in
     rf = float(pcfg.reduction_factor)
-    rungs = pruning_rungs(plan.proxy_epochs, int(pcfg.grace_epochs), rf)
+    rungs = pcfg.rungs(plan.proxy_epochs)
     first = [t for t in run.trials if int(t.get("replicate") or 0) == 0]
     truth = {r["name"]: float(r["high_acc"]) for r in rows if r.get("state") == "complete" and r.get("high_acc") is not None}
     replayed = replay_rules(run.trials, truth, (1, 2, int(pcfg.grace_epochs)), rf, seed=cfg.seed)

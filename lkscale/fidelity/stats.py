@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from lkscale.config import rung_epochs
 from lkscale.rundir import Trial
 from lkscale.stats import fidelity_summary, rank_correlation, topk_recall
 
@@ -87,13 +88,7 @@ def rung_statistics(trials: list[Trial], rung: int, epochs: int, k: int = 3, kee
     return out
 
 
-def pruning_rungs(epochs: int, grace: int, reduction_factor: float) -> list[int]:
-    """The epochs at which an ASHA-style scheduler decides (grace, grace*rf, ...) before the last epoch."""
-    rungs, r = [], float(grace)
-    while r < epochs:
-        rungs.append(int(r))
-        r *= reduction_factor
-    return sorted(set(rungs))
+pruning_rungs = rung_epochs  # (epochs, grace, reduction_factor) -> the epochs a rung decides at
 
 
 __all__ = ["fidelity_statistics", "rung_statistics", "trust_warning", "pruning_rungs"]

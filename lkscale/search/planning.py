@@ -16,7 +16,6 @@ from typing import Callable
 
 from lkscale.cost import estimate, measure_train_step
 from lkscale.cost.measure import latency_of
-from lkscale.fidelity.stats import pruning_rungs
 from lkscale.model import build_model
 from lkscale.search.checks import check_data, check_resources, space_points
 from lkscale.search.objective import budget_violations
@@ -104,7 +103,8 @@ def pruning_plan(study: Study) -> dict:
     if study.search.mode == "scaling" or pr.scheduler == "none":
         why = "a scaling study trains every point to the end" if study.search.mode == "scaling" else "pruning: none"
         return {"scheduler": "none", "rungs": [], "text": f"pruning: none ({why})"}
-    rungs = pruning_rungs(epochs, pr.grace_epochs, pr.reduction_factor)
+    median = pr.scheduler == "optuna" and pr.pruner == "median"  # decides at every epoch from grace_epochs on
+    rungs = list(range(pr.grace_epochs, epochs)) if median else pr.rungs(epochs)
     name = pr.scheduler + (f" ({pr.pruner})" if pr.scheduler == "optuna" else "")
     if not rungs:
         return {"scheduler": pr.scheduler, "rungs": [],

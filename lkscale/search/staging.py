@@ -15,6 +15,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+
 from filelock import FileLock
 
 from lkscale.config import DataConfig
