@@ -282,3 +282,13 @@ def test_concurrent_processes_make_one_autotune_decision_per_key(tmp_path):
     gw = {k: v for k, v in a["choices"].items() if k.startswith("gw|")}
     assert gw and gw == {k: v for k, v in b["choices"].items() if k.startswith("gw|")}
     assert a["grad"] == b["grad"]  # bit-identical gradients
+
+
+def test_autotuner_without_a_writable_cache_still_decides(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("LKSCALE_CACHE", str(blocker))  # the cache "folder" is a file: no lock, no saving
+    impl.TUNER.clear()
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    DWConv2d(4, 9)(x).sum().backward()
+    assert x.grad is not None and any(k.startswith("gw|2x4x6x6|k9x9|") for k in impl.TUNER.choices())

@@ -37,13 +37,13 @@ class Autotuner:
         self._lock = threading.Lock()
         self.forced: dict[str, str] = {}      # op -> candidate (tests / benchmarks)
 
-    def _path(self) -> str | None:
+    def _path(self) -> str:
         return os.path.join(default_cache_dir(), self.FILE)
 
     def _load(self, again: bool = False) -> None:
         """Merge the file's choices into the in-process cache (once per path, or ``again``)."""
         path = self._path()
-        if path is None or (path == self._loaded_from and not again):
+        if path == self._loaded_from and not again:
             return
         self._loaded_from = path
         try:
@@ -57,8 +57,6 @@ class Autotuner:
 
     def _save(self) -> None:
         path = self._path()
-        if path is None:
-            return
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = f"{path}.{os.getpid()}.tmp"
@@ -99,15 +97,22 @@ class Autotuner:
             self._save()
         return name, result
 
+    @contextlib.contextmanager
     def _machine_lock(self):
+        """The machine-wide lock on the choices file; without a writable cache this process decides alone."""
         path = self._path()
-        if path is None:
-            return contextlib.nullcontext()
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            return FileLock(path + ".lock", timeout=600)
-        except OSError:  # no writable cache: this process decides alone
-            return contextlib.nullcontext()
+            lock = FileLock(path + ".lock", timeout=600)
+            lock.acquire()
+        except OSError as e:  # read-only home, no permission: a missed guarantee, never a failed backward pass
+            log.debug("dwconv autotune lock unavailable: %s", e)
+            yield
+            return
+        try:
+            yield
+        finally:
+            lock.release()
 
     @staticmethod
     def _time(full: str, candidates: dict[str, Callable[[], torch.Tensor]]) -> tuple[str, torch.Tensor]:
