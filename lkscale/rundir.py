@@ -20,8 +20,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
+import shutil
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +32,8 @@ import yaml
 
 from lkscale.pareto import pareto_front
 from lkscale.stats import accuracy_interval
+
+log = logging.getLogger("lkscale.rundir")
 
 STUDY_YAML = "study.yaml"
 TRIALS_CSV = "trials.csv"
@@ -62,6 +67,19 @@ INT_COLS = ("params", "deploy_params", "flops", "number", "epochs_done", "epochs
 
 class RunDirError(ValueError):
     """The folder given is missing or is not a search run folder."""
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One damaged part of a record: ``file`` (path), ``where`` (``row 4 (line 5)``, ``line 3 column 7``),
+    ``reason``; ``key``: the row's ``trial_id`` (trials.csv) or ``name`` (fidelity.csv) when it can be read."""
+    file: str
+    where: str
+    reason: str
+    key: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.where} is damaged ({self.reason})"
 
 
 @dataclass(frozen=True)
@@ -155,6 +173,7 @@ class Run:
     study: dict
     summary: dict
     trials: list[Trial] = field(default_factory=list)
+    damaged: list[Damage] = field(default_factory=list)  # rows and files left out because they are damaged
 
     @property
     def dir(self) -> RunDir:
@@ -199,25 +218,117 @@ def parse_value(col: str, raw: str | None) -> Any:
     return raw
 
 
-def read_trials_csv(path: str) -> list[Trial]:
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"name", "state"} - set(reader.fieldnames or [])
-        if missing:
-            raise RunDirError(f"{path}: not a trials table (missing column {sorted(missing)[0]!r})")
-        return [Trial({k: parse_value(k, v) for k, v in row.items() if k is not None}) for row in reader]
+def _cell_problem(col: str, raw: str | None, kind: str | None = None) -> str | None:
+    """Why one non-empty cell cannot be what its column holds (None: it can)."""
+    kind = kind or col
+    raw = (raw or "").strip()
+    if raw == "" or raw.lower() in ("nan", "none", "null"):
+        return None
+    if kind in JSON_COLS:
+        try:
+            json.loads(raw)
+        except json.JSONDecodeError:
+            return f"{col} {raw[:24]!r} is not a JSON list"
+    elif kind in FLOAT_COLS or kind in INT_COLS:
+        try:
+            float(raw)
+        except ValueError:
+            return f"{col} {raw[:24]!r} is not a number"
+    return None
 
 
-def read_summary(run_dir: str) -> dict:
-    """``summary.json`` of a run ({} when there is none yet); RunDirError when it is not valid JSON."""
-    path = RunDir(run_dir).summary_json
+def _read_rows(path: str, required: tuple[str, ...], kinds: dict[str, str], damaged: list[Damage] | None,
+               strict: bool, key: str, valid_state=None) -> list[dict]:
+    """Rows of a CSV record as parsed dicts; a damaged row (cut short, extra fields, a cell that is not what
+    its column holds, the file ending inside it) raises RunDirError naming it when ``strict``, else is left
+    out and added to ``damaged``."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except (StopIteration, csv.Error):
+        header = []
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise RunDirError(f"{path}: not a {os.path.basename(path)} table (missing column {missing[0]!r})")
+    records, line = [], reader.line_num
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            records.append((line + 1, None, f"unreadable ({e}); the rest of the file is left out"))
+            break
+        if fields:
+            records.append((line + 1, fields, None))
+        line = reader.line_num
+    cut = bool(text) and not text.endswith(("\n", "\r"))  # the file ends inside its last row
+    out: list[dict] = []
+    for n, (first, fields, problem) in enumerate(records, 1):
+        raw = dict(zip(header, fields or []))
+        if problem is None:
+            if len(fields) < len(header):
+                problem = f"cut short: {len(fields)} of {len(header)} fields"
+            elif len(fields) > len(header):
+                problem = f"{len(fields)} fields, {len(header)} expected"
+            elif cut and n == len(records):
+                problem = "the file ends inside this row"
+            else:
+                problem = next((p for p in (_cell_problem(c, raw.get(c), kinds.get(c)) for c in header) if p), None)
+                if problem is None and valid_state is not None:
+                    problem = valid_state(raw)
+        if problem:
+            _damage(Damage(path, f"row {n} (line {first})", problem, raw.get(key) or None), damaged, strict)
+            continue
+        out.append({k: parse_value(kinds.get(k, k), v) for k, v in raw.items()})
+    return out
+
+
+def _damage(d: Damage, damaged: list[Damage] | None, strict: bool) -> None:
+    if strict:
+        raise RunDirError(str(d))
+    if damaged is None:  # a caller that does not collect: never silently dropped
+        log.warning("%s; left out", d)
+    else:  # the caller says it (report: a warning; resume: rebuilt or an error)
+        damaged.append(d)
+
+
+def _trial_state_problem(raw: dict) -> str | None:
+    if not (raw.get("name") or "").strip() and (raw.get("state") or "").strip() != "infeasible":
+        return "no name"
+    if (raw.get("state") or "").strip() not in STATES:
+        return f"state {raw.get('state', '')[:24]!r} is not one of {', '.join(STATES)}"
+    return None
+
+
+def read_trials_csv(path: str, damaged: list[Damage] | None = None, strict: bool = False) -> list[Trial]:
+    """Rows of a ``trials.csv``. A damaged row is never silently dropped: ``strict`` raises RunDirError
+    naming the file and the row; otherwise it is left out, logged, and added to ``damaged``."""
+    rows = _read_rows(path, ("name", "state"), {}, damaged, strict, "trial_id", _trial_state_problem)
+    return [Trial(r) for r in rows]
+
+
+def read_summary(run_dir: str, damaged: list[Damage] | None = None, strict: bool = True) -> dict:
+    """``summary.json`` of a run ({} when there is none yet). Not valid JSON: RunDirError naming the file and
+    the position when ``strict``, else {} with the damage added to ``damaged``."""
+    return _read_json(RunDir(run_dir).summary_json, damaged, strict)
+
+
+def _read_json(path: str, damaged: list[Damage] | None, strict: bool) -> dict:
     if not os.path.isfile(path):
         return {}
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        with open(path, encoding="utf-8", errors="replace") as f:
+            out = json.load(f)
+        if isinstance(out, dict):
+            return out
+        d = Damage(path, "the whole file", f"a JSON {type(out).__name__}, not an object")
     except json.JSONDecodeError as e:
-        raise RunDirError(f"{path}: not valid JSON ({e})") from None
+        d = Damage(path, f"line {e.lineno} column {e.colno}", f"not valid JSON: {e.msg}")
+    _damage(d, damaged, strict)
+    return {}
 
 
 def _read_study(path: str) -> dict:
@@ -244,9 +355,37 @@ def load_run(run_dir: str) -> Run:
         raise RunDirError(f"{run_dir}: not a search run folder (no {TRIALS_CSV} or {STUDY_YAML}; "
                           f"give the folder written by `lkscale search`)")
     study = _read_study(d.study_yaml)
-    summary = read_summary(run_dir)
-    trials = read_trials_csv(d.trials_csv) if os.path.isfile(d.trials_csv) else []
-    return Run(path=os.path.abspath(run_dir), study=study, summary=summary, trials=trials)
+    damaged: list[Damage] = []
+    summary = read_summary(run_dir, damaged, strict=False)
+    trials = read_trials_csv(d.trials_csv, damaged) if os.path.isfile(d.trials_csv) else []
+    return Run(path=os.path.abspath(run_dir), study=study, summary=summary, trials=trials, damaged=damaged)
+
+
+def record_damage(run_dir: str) -> list[Damage]:
+    """Every damaged row or file of the record (trials.csv, costs.json, summary.json, fidelity.csv); []
+    when all of it reads. Reads only."""
+    damaged: list[Damage] = []
+    d = RunDir(run_dir)
+    if os.path.isfile(d.trials_csv):
+        try:
+            read_trials_csv(d.trials_csv, damaged)
+        except RunDirError as e:
+            damaged.append(Damage(d.trials_csv, "the header", str(e).split(": ", 1)[-1]))
+    read_costs(run_dir, damaged, strict=False)
+    read_summary(run_dir, damaged, strict=False)
+    if os.path.isfile(d.fidelity_csv):
+        try:
+            read_fidelity(run_dir, damaged)
+        except RunDirError as e:
+            damaged.append(Damage(d.fidelity_csv, "the header", str(e).split(": ", 1)[-1]))
+    return damaged
+
+
+def keep_damaged(path: str) -> str:
+    """Copy a damaged record aside (``<file>.damaged-<UTC time>``) before it is rewritten; returns the copy."""
+    dest = f"{path}.damaged-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    shutil.copyfile(path, dest)
+    return dest
 
 
 # ----------------------------------------------------------------------------------------- writing
@@ -267,15 +406,20 @@ def write_trials(run_dir: str, rows: list[dict]) -> None:
     atomic_write(RunDir(run_dir).trials_csv, buf.getvalue())
 
 
-def read_trials(run_dir: str) -> list[Trial]:
-    """The trials of a run folder ([] before the first trial is recorded)."""
+def read_trials(run_dir: str, damaged: list[Damage] | None = None, strict: bool = False) -> list[Trial]:
+    """The trials of a run folder ([] before the first trial is recorded); damaged rows as ``read_trials_csv``."""
     path = RunDir(run_dir).trials_csv
-    return read_trials_csv(path) if os.path.isfile(path) else []
+    return read_trials_csv(path, damaged, strict) if os.path.isfile(path) else []
 
 
 def update_summary(run_dir: str, patch: dict) -> dict:
-    """Merge ``patch`` into ``summary.json`` (the one writer; each producer owns its keys) and return it."""
-    summary = {**read_summary(run_dir), **patch}
+    """Merge ``patch`` into ``summary.json`` (the one writer; each producer owns its keys) and return it.
+    A damaged ``summary.json`` is copied aside (``keep_damaged``) and replaced, never silently merged over."""
+    damaged: list[Damage] = []
+    old = read_summary(run_dir, damaged, strict=False)
+    if damaged:
+        log.warning("%s kept as %s", damaged[0].file, keep_damaged(damaged[0].file))
+    summary = {**old, **patch}
     atomic_write(RunDir(run_dir).summary_json, json.dumps(summary, indent=2))
     return summary
 
@@ -284,29 +428,26 @@ def write_study(run_dir: str, text: str) -> None:
     atomic_write(RunDir(run_dir).study_yaml, text)
 
 
-def read_costs(run_dir: str) -> dict:
-    path = RunDir(run_dir).costs_json
-    if not os.path.isfile(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def read_costs(run_dir: str, damaged: list[Damage] | None = None, strict: bool = True) -> dict:
+    """``costs.json`` ({} when there is none); not valid JSON: as ``read_summary``."""
+    return _read_json(RunDir(run_dir).costs_json, damaged, strict)
 
 
 def write_costs(run_dir: str, costs: dict) -> None:
     atomic_write(RunDir(run_dir).costs_json, json.dumps(costs, indent=1))
 
 
-def read_fidelity(run_dir: str) -> list[dict]:
-    """Rows of ``fidelity.csv`` (one per retrained candidate; [] when there is none)."""
+def read_fidelity(run_dir: str, damaged: list[Damage] | None = None, strict: bool = False) -> list[dict]:
+    """Rows of ``fidelity.csv`` (one per retrained candidate; [] when there is none); damaged rows as
+    ``read_trials_csv``."""
     path = RunDir(run_dir).fidelity_csv
     if not os.path.isfile(path):
         return []
     kind = {"val_acc_epochs": "val_acc_epochs", "kernels": "kernels", "blocks": "blocks", "proxy_acc": "val_acc",
             "high_acc": "val_acc", "latency_ms": "latency_ms", "seconds": "seconds", "epochs": "epochs_done",
             "train_per_class": "params", "val_n": "val_n"}  # parse as the trials.csv column of that kind
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: parse_value(kind.get(k, k), v) for k, v in raw.items() if k is not None}
-                for raw in csv.DictReader(f)]
+    named = lambda raw: None if (raw.get("name") or "").strip() else "no name"
+    return _read_rows(path, ("name",), kind, damaged, strict, "name", named)
 
 
 def write_fidelity(run_dir: str, rows: list[dict]) -> None:
@@ -320,15 +461,16 @@ def write_fidelity(run_dir: str, rows: list[dict]) -> None:
 
 
 # ----------------------------------------------------------------------------------------- numbers
-def candidates(trials: list[Trial], confidence: float = 0.95) -> list[Trial]:
+def candidates(trials: list[Trial], confidence: float = 0.95, role: str = "candidate") -> list[Trial]:
     """One row per architecture: accuracy = mean over its complete replicates (common random numbers:
     replicate r used the same data subset, batch order and init seed for every candidate), with a
     ``confidence`` interval over replicates (``val_acc_low``/``val_acc_high``; with one replicate the
     validation set's Wilson interval). ``replicates`` maps replicate index -> accuracy. A candidate is
-    ``complete`` when at least one replicate is; otherwise it keeps the state of its first replicate."""
+    ``complete`` when at least one replicate is; otherwise it keeps the state of its first replicate.
+    ``role``: the rows of that role only (``baseline``: the study's reference networks, never candidates)."""
     groups: dict[str, list[Trial]] = {}
     for t in trials:
-        if t.get("name"):
+        if t.get("name") and (t.get("role") or "candidate") == role:
             groups.setdefault(t.name, []).append(t)
     out = []
     for name, ts in groups.items():
@@ -348,8 +490,10 @@ def candidates(trials: list[Trial], confidence: float = 0.95) -> list[Trial]:
 
 
 def front_of(trials: list[Trial], col: str) -> list[Trial]:
-    """Complete trials on the (val_acc max, ``col`` min) front, sorted by ``col``; never other states."""
-    pool = [t for t in trials if t.state == "complete" and t.get("val_acc") is not None and t.get(col) is not None]
+    """Complete trials on the (val_acc max, ``col`` min) front, sorted by ``col``; never other states, never
+    a baseline (``role: baseline``)."""
+    pool = [t for t in trials if t.state == "complete" and t.get("val_acc") is not None and t.get(col) is not None
+            and t.get("role") != "baseline"]
     idx = pareto_front([(t.val_acc, t.row[col]) for t in pool], ("max", "min"))
     front, seen = [], set()
     for t in sorted((pool[i] for i in idx), key=lambda t: (t.row[col], -t.val_acc, t.get("number", 0))):
@@ -382,4 +526,5 @@ __all__ = ["STUDY_YAML", "TRIALS_CSV", "SUMMARY_JSON", "COSTS_JSON", "OPTUNA_JOU
            "REPORT_MD", "REPORT_HTML", "STATES", "CSV_COLUMNS", "RunDirError", "RunDir", "Run", "Trial", "atomic_write",
            "parse_value", "read_trials_csv", "read_summary", "load_run", "front_of", "epochs_saved", "trial_record",
            "write_trials", "read_trials", "update_summary", "write_study", "read_costs", "write_costs", "candidates",
-           "FIDELITY_DIR", "FIDELITY_CSV", "FIDELITY_PNG", "FIDELITY_COLUMNS", "read_fidelity", "write_fidelity"]
+           "FIDELITY_DIR", "FIDELITY_CSV", "FIDELITY_PNG", "FIDELITY_COLUMNS", "read_fidelity", "write_fidelity",
+           "Damage", "record_damage", "keep_damaged"]

@@ -25,6 +25,26 @@ def add_parser(subparsers) -> None:
                    help="hypervolume reference FLOPs (default: budgets.max_flops, else the run's stored one)")
 
 
+def warnings(run_dir: str) -> list[str]:
+    """What the report must say before its numbers: a driver still writing the folder (the report reads a
+    snapshot and takes no lock, so a search is never kept from resuming), and every damaged row or file
+    of the record (left out, never silently dropped)."""
+    import os
+
+    from lkscale.rundir import record_damage
+    from lkscale.runlock import holder
+
+    if not os.path.isdir(run_dir):
+        return []
+    out = []
+    owner = holder(run_dir)
+    if owner is not None:
+        out.append(f"{os.path.abspath(run_dir)} is being written by {owner.describe()}: this report is a snapshot; "
+                   f"run it again when that ends")
+    out += [f"{d}; left out of this report" for d in record_damage(run_dir)]
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from lkscale.report import RunDirError, make_report
 
@@ -33,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         if v is not None and not v > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {v}")
     reference = {"latency_ms": args.ref_latency_ms, "flops": args.ref_flops}
+    for line in warnings(args.run_dir):
+        print(f"lkscale report: warning: {line}", file=sys.stderr)
     try:
         result = make_report(args.run_dir, reference=reference, figures=not args.no_figures,
                              progress=lambda m: print(m, file=sys.stderr))

@@ -19,8 +19,9 @@ from lkscale.config import DataConfig, FidelityConfig, PruningConfig, TrainConfi
 from lkscale.fidelity.replay import replay_rules
 from lkscale.fidelity.sample import stratified_sample
 from lkscale.fidelity.stats import fidelity_statistics, rung_statistics
-from lkscale.rundir import (Run, RunDir, RunDirError, Trial, candidates, load_run, read_fidelity, update_summary,
-                            write_fidelity)
+from lkscale.rundir import (Run, RunDir, RunDirError, Trial, candidates, keep_damaged, load_run, read_fidelity,
+                            update_summary, write_fidelity)
+from lkscale.runlock import RunLock
 
 log = logging.getLogger("lkscale.fidelity")
 
@@ -69,7 +70,7 @@ def make_plan(run_dir: str, cfg: FidelityConfig) -> Plan:
     sample = stratified_sample(cands, cfg.sample, cfg.seed)
     if len(sample) < 3:
         raise RunDirError(f"{run_dir}: {len(sample)} complete candidate(s) with a latency; a fidelity check needs 3")
-    rows = [r for r in read_fidelity(run_dir) if _same_settings(r, cfg, data.train_per_class)]
+    rows = [r for r in read_fidelity(run_dir, []) if _same_settings(r, cfg, data.train_per_class)]  # damage: said
     done = [r for r in rows if r.get("state") == "complete"]
     names = {r["name"] for r in done}
     todo = [(c, role) for c, role in sample if c.name not in names]
@@ -165,17 +166,30 @@ def statistics(plan: Plan) -> dict:
 def run_fidelity(run_dir: str, cfg: FidelityConfig, address: str | None = None,
                  say: Callable[[str], None] = log.info, trainable: Callable | None = None,
                  figure: bool = True) -> dict:
-    """Retrain what is missing, then write ``summary.json``'s ``fidelity`` key (and the scatter); returns it."""
-    plan = make_plan(run_dir, cfg)
-    run_tune(plan, address, say, trainable)
-    out = statistics(plan)
-    if figure:
-        from lkscale.fidelity.figure import scatter_png
+    """Retrain what is missing, then write ``summary.json``'s ``fidelity`` key (and the scatter); returns it.
+    Holds the run folder (``lkscale.runlock``) throughout; a damaged row of ``fidelity.csv`` is said, kept
+    in a copy, and retrained; damaged rows of ``trials.csv`` are said and left out of the sample."""
+    with RunLock(run_dir, "fidelity", create=False) as lock:
+        if lock.took_over:
+            say(f"note: took over the run-folder lock left by {lock.took_over.describe()}, which is gone")
+        bad: list = []
+        read_fidelity(run_dir, bad)
+        if bad:
+            copy = keep_damaged(RunDir(run_dir).fidelity_csv)
+            for dmg in bad:
+                say(f"warning: {dmg}: retrained (the damaged file is kept as {copy})")
+        plan = make_plan(run_dir, cfg)
+        for dmg in plan.run.damaged:
+            say(f"warning: {dmg}: left out")
+        run_tune(plan, address, say, trainable)
+        out = statistics(plan)
+        if figure:
+            from lkscale.fidelity.figure import scatter_png
 
-        rows = [r for r in read_fidelity(run_dir) if r.get("state") == "complete"]
-        out["figure"] = os.path.basename(scatter_png(rows, RunDir(run_dir).fidelity_png, out["proxy_vs_high"]) or "")
-    out = _finite(out)
-    update_summary(run_dir, {"fidelity": out})
+            rows = [r for r in read_fidelity(run_dir) if r.get("state") == "complete"]
+            out["figure"] = os.path.basename(scatter_png(rows, RunDir(run_dir).fidelity_png, out["proxy_vs_high"]) or "")
+        out = _finite(out)
+        update_summary(run_dir, {"fidelity": out})
     return out
 
 

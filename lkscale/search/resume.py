@@ -8,13 +8,26 @@
   is trained from the start with identical parameters;
 - a complete candidate still owed replicates stays RUNNING in Optuna; the ledger queues them.
 Only Optuna's public API is used (``tell(..., skip_if_finished=True)``, ``enqueue_trial``).
+
+``repair_record`` runs first, before anything expensive: a damaged record (a row of ``trials.csv`` cut
+short or unparsable, ``costs.json`` or ``summary.json`` not valid JSON) is copied aside and rebuilt where
+the Tune folders still hold it (each finished trial's config and last result are in Tune's experiment
+state), and every rebuild is said; a row nothing holds any more is one clear error naming the file and
+the row. ``costs.json`` is a cache (measured again) and ``summary.json`` is rewritten at the end.
 """
 from __future__ import annotations
 
+import glob
+import json
+import os
+from typing import Callable
+
 import optuna
+import yaml
 from optuna.trial import TrialState
 
-from lkscale.rundir import read_trials, write_trials
+from lkscale.rundir import (RunDir, RunDirError, keep_damaged, read_costs, read_summary, read_trials,
+                            write_trials)
 from lkscale.search.ledger import Ledger
 from lkscale.search.searcher import tell_candidate
 from lkscale.study import Study
@@ -67,3 +80,93 @@ def rung_history(rows: list, epochs: int) -> list[tuple[str, list[float], float]
         if t.state in ("complete", "pruned") and not t.get("replicate") and accs and t.get("latency_ms") is not None:
             out.append((str(t.get("trial_id")), [float(a) for a in accs][:epochs], float(t.latency_ms)))
     return out
+
+
+def tune_results(run_dir: str) -> dict[str, tuple[dict, dict, str]]:
+    """trial_id -> (config, last result, Tune status) of every trial in the run folder's Tune experiments
+    (the newest experiment state of each ``tune*/`` folder); {} where there is none or it is unreadable."""
+    out: dict[str, tuple[dict, dict, str]] = {}
+    for folder in sorted(glob.glob(os.path.join(run_dir, "tune*"))):
+        states = sorted(glob.glob(os.path.join(folder, "experiment_state-*.json")))
+        if not states:
+            continue
+        try:
+            with open(states[-1], encoding="utf-8") as f:
+                data = json.load(f)
+            for trial_json, runtime_json in data.get("trial_data", []):
+                t, rt = json.loads(trial_json), json.loads(runtime_json)
+                out[str(t["trial_id"])] = (t.get("config") or {}, rt.get("last_result") or {}, str(t.get("status")))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a state cut by the interruption: nothing to rebuild from it
+    return out
+
+
+def _rebuilt_row(trial_id: str, tune: dict, epochs: int, seed: int) -> dict | None:
+    """The trials.csv row of a finished Tune trial, from its config and last result (None: not finished)."""
+    from lkscale.search.recorder import row_for  # deferred: imports Ray (only when a row must be rebuilt)
+    from lkscale.search.searcher import trial_state
+
+    if trial_id not in tune:
+        return None
+    cfg, result, _ = tune[trial_id]
+    finished = result.get("infeasible") or result.get("failed") or int(result.get("epoch") or 0) >= epochs
+    if not finished or not cfg.get("name") and not result.get("infeasible"):
+        return None
+    row = row_for(cfg, result, {}, trial_state(result), epochs, seed)
+    row["trial_id"] = trial_id
+    return row
+
+
+def repair_record(run_dir: str, say: Callable[[str], None], epochs: int | None = None, seed: int | None = None) -> list[str]:
+    """Before a resume: name every damaged part of the record and rebuild it, or stop with one line.
+    Returns what was rebuilt (also said)."""
+    d, done = RunDir(run_dir), []
+    if not os.path.isdir(run_dir):
+        return done
+    bad_costs, bad_summary, bad_rows = [], [], []
+    read_costs(run_dir, bad_costs, strict=False)
+    read_summary(run_dir, bad_summary, strict=False)
+    rows = read_trials(run_dir, bad_rows) if os.path.isfile(d.trials_csv) else []
+    if bad_rows:
+        proxy = (_study_dict(run_dir).get("proxy") or {})
+        epochs = epochs or int(proxy.get("epochs") or 0)
+        seed = int(proxy.get("seed") or 0) if seed is None else seed
+        tune = tune_results(run_dir)
+        have = {str(t.get("trial_id")) for t in rows}
+        rebuilt = []
+        for dmg in bad_rows:
+            if dmg.key in have:
+                done.append(f"{dmg}: dropped (trial {dmg.key} has a readable row)")
+                continue
+            if dmg.key in tune and _rebuilt_row(dmg.key, tune, epochs, seed) is None:
+                done.append(f"{dmg}: dropped (Tune says trial {dmg.key} was still running: it is trained again)")
+                continue
+            row = _rebuilt_row(dmg.key, tune, epochs, seed) if dmg.key else None
+            if row is None:
+                raise RunDirError(f"{dmg}, and the Tune folders do not hold that trial's result; delete that line "
+                                  f"(its trial is then trained again) and run --resume again")
+            rebuilt.append(row)
+            done.append(f"{dmg.file}: {dmg.where} ({dmg.reason}) rebuilt from the Tune folders: trial {row['number']} "
+                        f"replicate {row['replicate']} {row['state']}")
+        copy = keep_damaged(d.trials_csv)
+        write_trials(run_dir, [t.row for t in rows] + rebuilt)
+        done.append(f"the damaged {os.path.basename(d.trials_csv)} is kept as {copy}")
+    for dmg, what in ((bad_costs, "costs are measured again where needed (each trial keeps the latency it was "
+                                  "searched with)"),
+                      (bad_summary, "it is written again when this search ends")):
+        if dmg:
+            copy = keep_damaged(dmg[0].file)
+            os.remove(dmg[0].file)
+            done.append(f"{dmg[0]}: moved to {copy}; {what}")
+    for line in done:
+        say("record: " + line)
+    return done
+
+
+def _study_dict(run_dir: str) -> dict:
+    try:
+        with open(RunDir(run_dir).study_yaml, encoding="utf-8") as f:
+            out = yaml.safe_load(f)
+        return out if isinstance(out, dict) else {}
+    except (OSError, ValueError):
+        return {}
