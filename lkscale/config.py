@@ -104,6 +104,9 @@ class LatencyConfig:
     source: str = "measured"       # measured | predicted
     table: str | None = None       # a calibration table (JSON) for source: predicted
     objective: str = "latency"     # latency | throughput
+    # a Ray resource only the deploy-like node declares ({"edge_cpu": 1}): latency is measured there, as a Ray
+    # task holding all that node's CPUs (the node is reserved for measuring during the search); None: here
+    resources: dict | None = field(default=None, hash=False, compare=True)
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,13 @@ class ResourceConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """Where a search is also tracked (``tracking:`` in a study, ``--mlflow`` on ``lkscale search``)."""
+    mlflow: str | None = None           # an MLflow tracking URI (file:/..., sqlite:///..., http://...); None: off
+    experiment: str | None = None       # the MLflow experiment (None: the study's name)
+
+
+@dataclass(frozen=True)
 class FidelityConfig:
     """Retrain a sample of a finished search at a higher fidelity (``lkscale fidelity``; ``fidelity:`` in a
     study runs it after the search). None: the study's own setting."""
@@ -206,7 +216,8 @@ RULES: dict[type, dict[str, dict]] = {
                     "max_cv": _R(kind="num", lo=0, strict=True), "max_extra_rounds": _R(kind="int", lo=0),
                     "block_stat": _R(kind="str", allowed=("min", "median")),
                     "source": _R(kind="str", allowed=LATENCY_SOURCES), "table": _R(kind="str", optional=True),
-                    "objective": _R(kind="str", allowed=OBJECTIVES)},
+                    "objective": _R(kind="str", allowed=OBJECTIVES),
+                    "resources": _R(kind="resources", optional=True)},
     BudgetConfig: {"max_params": _R(kind="num", lo=0, strict=True, optional=True),
                    "max_flops": _R(kind="num", lo=0, strict=True, optional=True),
                    "max_latency_ms": _R(kind="num", lo=0, strict=True, optional=True)},
@@ -219,6 +230,7 @@ RULES: dict[type, dict[str, dict]] = {
                    "concurrency": _R(kind="int", lo=1), "seed": _R(kind="int", lo=0),
                    "mode": _R(kind="str", allowed=MODES), "replicates": _R(kind="int", lo=1)},
     ResourceConfig: {"cpus_per_trial": _R(kind="num", lo=0, strict=True), "gpus_per_trial": _R(kind="num", lo=0)},
+    TrackingConfig: {"mlflow": _R(kind="str", optional=True), "experiment": _R(kind="str", optional=True)},
     FidelityConfig: {"enabled": _R(kind="bool"), "sample": _R(kind="int", lo=3), "epochs": _R(kind="int", lo=1),
                      "train_per_class": _R(kind="int", lo=1, optional=True),
                      "val_per_class": _R(kind="int", lo=1, optional=True), "augment": _R(kind="bool"),
@@ -238,6 +250,15 @@ def _check(path: str, v: Any, kind: str, lo: float | None = None, strict: bool =
         if not isinstance(v, bool):
             raise ConfigError(path, f"{v!r} must be true or false")
         return v
+    if kind == "resources":  # a Ray resource request: {name: amount > 0}
+        if not isinstance(v, Mapping) or not v or not all(
+                isinstance(k, str) and k and isinstance(a, (int, float)) and not isinstance(a, bool) and a > 0
+                for k, a in v.items()):
+            raise ConfigError(path, f"{v!r}: give a mapping of Ray resource names to amounts > 0, e.g. "
+                                    f"{{edge_cpu: 1}}")
+        if set(v) & {"CPU", "GPU", "memory", "object_store_memory"}:
+            raise ConfigError(path, f"{v!r}: name a custom resource only the target node declares, not CPU/GPU")
+        return {str(k): float(a) for k, a in v.items()}
     if kind == "str":
         if not isinstance(v, str) or (allowed and v not in allowed):
             raise ConfigError(path, f"{v!r} unknown; allowed: {', '.join(allowed)}" if allowed else f"{v!r}: give a string")

@@ -15,7 +15,8 @@ from typing import Any, Mapping
 import yaml
 
 from lkscale.config import (NESTED, RULES, BudgetConfig, ConfigError, ConfirmConfig, DataConfig, FidelityConfig,
-                            LatencyConfig, PruningConfig, ResourceConfig, SearchConfig, TrainConfig, build, to_dict)
+                            LatencyConfig, PruningConfig, ResourceConfig, SearchConfig, TrackingConfig, TrainConfig,
+                            build, to_dict)
 from lkscale.spec import KNOWN_BLOCKS
 
 
@@ -120,6 +121,7 @@ class Study:
     source: str | None = None
     raw_space: dict = field(default_factory=dict, compare=False)
     fidelity: FidelityConfig | None = None  # retrain a sample at higher fidelity after the search
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow (``tracking:``; --mlflow)
 
     @property
     def latency(self) -> LatencyConfig:
@@ -141,7 +143,8 @@ class Study:
         return {"name": self.name, "description": self.description, "space": self.raw_space,
                 "data": fields(self.data, DataConfig), "proxy": fields(self.proxy, TrainConfig), "budgets": budgets,
                 "search": search, "resources": fields(self.resources, ResourceConfig), "output": self.output,
-                **({"fidelity": fields(self.fidelity, FidelityConfig)} if self.fidelity else {})}
+                **({"fidelity": fields(self.fidelity, FidelityConfig)} if self.fidelity else {}),
+                **({"tracking": fields(self.tracking, TrackingConfig)} if self.tracking.mlflow else {})}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.resolved(), sort_keys=False)
@@ -175,7 +178,8 @@ def _budgets(raw: Mapping) -> BudgetConfig:
 def parse_study(raw: Any, source: str | None = None) -> Study:
     if not isinstance(raw, Mapping):
         raise StudyError("study", f"expected a mapping at the top level, got {type(raw).__name__}")
-    allowed = {"name", "description", "space", "data", "proxy", "budgets", "search", "resources", "output", "fidelity"}
+    allowed = {"name", "description", "space", "data", "proxy", "budgets", "search", "resources", "output", "fidelity",
+               "tracking"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise StudyError(unknown[0], f"unknown section; allowed: {', '.join(sorted(allowed))}")
@@ -191,6 +195,7 @@ def parse_study(raw: Any, source: str | None = None) -> Study:
         resources = build(ResourceConfig, _section(raw, "resources"), "resources")
         fidelity = build(FidelityConfig, _section(raw, "fidelity"), "fidelity") if raw.get("fidelity") is not None \
             else None
+        tracking = build(TrackingConfig, _section(raw, "tracking"), "tracking")
     except ConfigError as e:
         raise StudyError(e.field_path, str(e).split(": ", 1)[1]) from None
     if search.mode == "scaling" and search.sampler != "grid":
@@ -201,7 +206,8 @@ def parse_study(raw: Any, source: str | None = None) -> Study:
         raise StudyError("output", f"{output!r}: give a folder path")
     study = Study(name=name, description=str(raw.get("description", "")), space=space, data=data, proxy=proxy,
                   budgets=budgets, search=search, resources=resources, output=output, source=source,
-                  raw_space=copy.deepcopy(dict(raw["space"])), fidelity=fidelity)
+                  raw_space=copy.deepcopy(dict(raw["space"])), fidelity=fidelity,
+                  tracking=tracking)
     check_space_builds(study)
     return study
 

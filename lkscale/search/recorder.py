@@ -45,7 +45,7 @@ def row_for(cfg: dict, result: dict, row: dict, state: str, epochs: int, seed: i
         "precision": result.get("precision", row.get("precision")),
     })
     for k in ("params", "deploy_params", "flops", "latency_ms", "latency_low_ms", "latency_high_ms",
-              "latency_runtime", "latency_source"):
+              "latency_runtime", "latency_source", "latency_node"):
         row[k] = cfg.get(k)
     row["latency_search_ms"] = cfg.get("latency_ms")  # what the sampler and the scheduler saw
     if isinstance(row["val_acc_epochs"], str):
@@ -80,10 +80,17 @@ class Recorder(Callback):
             or result.get("infeasible") or result.get("failed") else "running"
         row = self._record(trial, result, state)
         if self.progress:
-            self.progress.update(self.rows.values(), running={t.trial_id: t for t in trials if t.status == "RUNNING"})
+            running = {t.trial_id: t for t in trials if t.status == "RUNNING"}
+            if state == "running":
+                self.progress.epoch_done(row, self.rows.values(), running)
+            self.progress.update(self.rows.values(), running=running)
         if state != "running" and os.environ.get("LKSCALE_FAULT") == "exit-after-record":
             os._exit(9)  # fault injection (tests): the row is written, Optuna is not told yet
         return row
+
+    def on_step_end(self, iteration, trials, **info):
+        if self.progress:  # the plain-line heartbeat (Tune steps at least every second)
+            self.progress.tick(self.rows.values(), {t.trial_id: t for t in trials if t.status == "RUNNING"})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = dict(trial.last_result or {})

@@ -1,0 +1,114 @@
+"""Progress you can trust in a log: epoch lines, a heartbeat while slow trials train, and an estimate of the
+time left that says what it rests on (observed seconds per epoch, or the plan's probe)."""
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import REPO
+from lkscale.search import progress as progress_mod
+from lkscale.search.progress import Progress
+
+CURVES = os.path.join(REPO, "tests", "curves.py")
+
+
+class FakeTrial:
+    def __init__(self, number, name, epoch=0):
+        self.config = {"number": number, "name": name}
+        self.last_result = {"epoch": epoch}
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(progress_mod.time, "time", lambda: now[0])
+    return now
+
+
+def plain(**kw):
+    lines = []
+    p = Progress(lines.append, live=False, stream=io.StringIO(), **kw)
+    return p, lines
+
+
+def test_estimate_uses_each_running_trials_own_rate_and_says_so(clock):
+    p, _ = plain(total_trials=6, epochs=4, concurrency=2)
+    rows = [{"trial_id": "a", "state": "complete", "epochs_done": 4, "seconds": 40.0, "name": "fast"},
+            {"trial_id": "b", "state": "pruned", "epochs_done": 2, "seconds": 20.0, "name": "fast2"},
+            {"trial_id": "c", "state": "running", "epochs_done": 1, "seconds": 400.0, "name": "dcn"}]
+    running = {"c": FakeTrial(2, "dcn", 1)}
+    p.epoch_done(rows[2], rows, running)  # its epoch 1 ended now
+    eta, basis = p.estimate(rows, running)
+    # running: 3 epochs left at its own 400 s; pool: 460 s / 7 epochs; 3 unstarted x 4 epochs at the pool
+    pool = 460.0 / 7
+    assert eta == pytest.approx(max((3 * 400 + 3 * 4 * pool) / 2, 3 * 400))
+    assert basis == f"2 finished and 1 running trial(s)' observed {pool:.0f} s/epoch"
+    # the old estimate (one pooled rate for everything) would say (3 * 4 + 3) * 65.7 / 2 = 493 s
+    assert eta > 1000
+
+
+def test_a_long_current_epoch_raises_the_estimate_and_the_probe_is_used_before_any_epoch(clock):
+    p, _ = plain(total_trials=2, epochs=2, concurrency=2, probe={"dcn": 393.0})
+    running = {"x": FakeTrial(0, "dcn"), "y": FakeTrial(1, "tiny")}
+    rows = []
+    assert p.estimate(rows, running) == (None, "no estimate yet: no epoch has finished and the run folder holds "
+                                               "no plan probe")  # 'tiny' has neither an epoch nor a probe
+    p2, _ = plain(total_trials=1, epochs=2, concurrency=1, probe={"dcn": 393.0})
+    one = {"x": FakeTrial(0, "dcn")}
+    eta, basis = p2.estimate(rows, one)
+    assert eta == pytest.approx(786.0) and "the plan's probe for dcn" in basis
+    clock[0] += 500.0  # its first epoch has taken 500 s already: slower than probed
+    eta, _ = p2.estimate(rows, one)
+    assert eta == pytest.approx(2 * 500.0 - 500.0)  # at least 500 s per epoch: one more epoch of 500 s left
+
+
+def test_heartbeat_once_per_interval_on_plain_lines_only(clock):
+    p, lines = plain(total_trials=3, epochs=3, concurrency=1, heartbeat_s=60.0)
+    rows = [{"trial_id": "a", "state": "complete", "epochs_done": 3, "seconds": 285.0, "name": "n0", "number": 0},
+            {"trial_id": "b", "state": "running", "epochs_done": 1, "seconds": 95.0, "name": "n1", "number": 1}]
+    running = {"b": FakeTrial(1, "n1", 1)}
+    p.epoch_done(rows[1], rows, running)
+    assert lines[-1].startswith("[trial 1] epoch 1/3") and "95 s/epoch" in lines[-1]
+    clock[0] += 30.0
+    p.tick(rows, running)
+    assert len(lines) == 1  # not yet
+    clock[0] += 31.0
+    p.tick(rows, running)
+    beat = lines[-1]
+    assert beat.startswith("... elapsed 1m01s; running: trial 1 epoch 1/3 (95 s/epoch, 1m01s into epoch 2)")
+    # n1: 2 epochs left at 95 s, minus the 61 s already in; 1 unstarted x 3 epochs x 95 s
+    assert "~6m54s left, from 1 finished and 1 running trial(s)' observed 95 s/epoch" in beat
+    p.tick(rows, running)
+    assert len(lines) == 2  # once per interval
+    live, llines = Progress([].append, 3, 3, 1, live=True, stream=io.StringIO(), heartbeat_s=0.0), []
+    live.write = llines.append
+    clock[0] += 100
+    live.tick(rows, running)
+    live.epoch_done(rows[1], rows, running)
+    assert llines == []  # a terminal has the live line instead
+
+
+@pytest.mark.slow
+def test_a_real_search_log_has_epoch_lines_and_heartbeats(tmp_path):
+    """Ray Tune + the searcher + the recorder with the fixed-curve trainable (1 s per epoch), heartbeat 0.5 s."""
+    study = {"name": "beat", "space": {"stem_stride": 2, "block": "replk", "kernels": [[3, 3, 3], [7, 7, 3]],
+                                       "stages": [{"depth": 1, "width": 16}, {"depth": 1, "width": 16},
+                                                  {"depth": 1, "width": 16}]},
+             "data": {"dataset": "synthetic", "train_per_class": 4, "val_per_class": 2}, "proxy": {"epochs": 3},
+             "budgets": {"latency": {"runtime": "torch", "rounds": 2, "repeats": 2}},
+             "search": {"sampler": "grid", "trials": 2, "concurrency": 1, "pruning": {"scheduler": "none"}}}
+    path = tmp_path / "beat.yaml"
+    path.write_text(yaml.safe_dump(study))
+    res = subprocess.run([sys.executable, CURVES, str(path), str(tmp_path / "run")], cwd=REPO, capture_output=True,
+                         text=True, timeout=300,
+                         env=dict(os.environ, CURVES_SLEEP="1.0", LKSCALE_HEARTBEAT_S="0.5"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    err = res.stderr.splitlines()
+    epochs = [ln for ln in err if "] epoch " in ln]
+    assert len(epochs) == 4, err  # 2 trials x epochs 1-2 (the last epoch is the trial's own line)
+    beats = [ln for ln in err if ln.startswith("... elapsed")]
+    assert len(beats) >= 3, err
+    assert any("running: trial" in b and "s/epoch" in b and " left, from " in b for b in beats), beats
