@@ -13,7 +13,7 @@ import argparse
 import json
 
 from lkscale.rundir import candidates, front_of, load_run
-from lkscale.stats import paired_test
+from lkscale.comparisons import paired_test
 
 
 def claims(run) -> dict:

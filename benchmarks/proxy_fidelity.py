@@ -129,7 +129,7 @@ def _half_accs(rows: list[dict], n_halves: int, seed: int) -> np.ndarray:
 
 
 def analyse(path: str, reference: str, seed: int = 0, n_halves: int = 200) -> dict:
-    from lkscale.stats import kendall_tau_b, rank_correlation, spearman_rho
+    from lkscale.rank_agreement import kendall_tau_b, rank_correlation, spearman_rho
 
     with open(path) as f:
         rows = [r for r in map(json.loads, f) if r.get("status") == "ok" and r.get("seed") == seed]

@@ -37,8 +37,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import special
 
+from .comparisons import paired_test
+from .intervals import accuracy_interval
 from .pareto import pareto_front
-from .stats import accuracy_interval, paired_test
 
 CONFIRMED, TIED, DOMINATED = "confirmed", "tied", "dominated"
 

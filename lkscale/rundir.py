@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from lkscale.pareto import pareto_front
-from lkscale.stats import accuracy_interval
+from lkscale.intervals import accuracy_interval
 
 log = logging.getLogger("lkscale.rundir")
 

@@ -325,7 +325,7 @@ def replicate_report(tmp_path_factory):
 
 
 def _holm(ps):
-    """Holm step-down adjusted p-values, written out here (not lkscale.stats.holm)."""
+    """Holm step-down adjusted p-values, written out here (not lkscale.comparisons.holm)."""
     order = sorted(range(len(ps)), key=lambda i: ps[i])
     out, running = [0.0] * len(ps), 0.0
     for rank, i in enumerate(order):
@@ -417,7 +417,7 @@ def test_one_replicate_says_steps_cannot_be_tested(tmp_path):
     assert "**Significant kernel steps** (replk): none." in md
     row = next(r for r in res["kernel_scaling"]["rows"] if r["kernels"] == [3, 3, 3, 3])
     assert row["interval"] == "wilson" and row["n_replicates"] == 1
-    from lkscale.stats import wilson_interval
+    from lkscale.intervals import wilson_interval
 
     w = wilson_interval(row["val_acc_mean"], VAL_N)
     assert (row["val_acc_low"], row["val_acc_high"]) == pytest.approx((w.low, w.high))

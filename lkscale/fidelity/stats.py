@@ -1,6 +1,6 @@
 """The numbers: how a proxy ranks against high fidelity, and how a pruning rung ranks against the final
 proxy accuracy (the run's own learning curves). JSON-ready dicts; each statistic with its percentile
-bootstrap interval over candidates (``lkscale.stats``)."""
+bootstrap interval over candidates (``lkscale.rank_agreement``)."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import numpy as np
 
 from lkscale.config import rung_epochs
 from lkscale.rundir import Trial
-from lkscale.stats import fidelity_summary, rank_correlation, topk_recall
+from lkscale.rank_agreement import fidelity_summary, rank_correlation, topk_recall
 
 
 def trust_warning(tau: dict, threshold: float, what: str = "the proxy",

@@ -14,7 +14,7 @@ from collections import defaultdict
 from lkscale.report.labels import REPLKNET_TABLE5, reparam_label
 from lkscale.report.significance import analyse_line
 from lkscale.rundir import Run, Trial
-from lkscale.stats import accuracy_interval
+from lkscale.intervals import accuracy_interval
 
 
 def kernel_scaling(run: Run, confidence: float = 0.95) -> dict | None:

@@ -5,12 +5,12 @@ order) every setting has accuracies by replicate index (common random numbers: r
 same data subset, batch order and init for every candidate, so settings are paired by r).
 
 - each step between neighbouring settings: paired t-test over the replicates both have, Holm-corrected
-  within the line (:func:`lkscale.stats.step_tests`);
-- a saturating curve (:func:`lkscale.stats.fit_saturating`, every replicate a point) against the
+  within the line (:func:`lkscale.scaling_fit.step_tests`);
+- a saturating curve (:func:`lkscale.scaling_fit.fit_saturating`, every replicate a point) against the
   *effective kernel of the first stage* (``min(K, 2 * map - 1)`` taps on its ``map`` x ``map`` input,
   the taps that can touch the image) when that differs between all settings of the line and grows
   with them; otherwise against the setting's index (1, 2, ...), and the output says which;
-- one sentence from :func:`lkscale.stats.where_gains_stop`.
+- one sentence from :func:`lkscale.scaling_fit.where_gains_stop`.
 
 With one replicate per setting nothing can be tested: the line says so (its intervals are Wilson
 intervals on the validation images).
@@ -23,7 +23,7 @@ import numpy as np
 
 from lkscale.report.labels import dot
 from lkscale.space import map_sizes
-from lkscale.stats import fit_saturating, step_tests, where_gains_stop
+from lkscale.scaling_fit import fit_saturating, step_tests, where_gains_stop
 
 X_KERNEL = "effective stage-1 kernel"
 X_INDEX = "kernel setting index"
