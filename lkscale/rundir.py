@@ -58,7 +58,7 @@ CSV_COLUMNS = ["trial_id", "number", "name", "state", "blocks", "kernels", "dept
                "reparam", "stem_stride", "params", "deploy_params", "flops", "latency_ms", "val_acc",
                "val_acc_epochs", "epochs_done", "epochs_budget", "seconds", "node", "error", "notes", "seed", "spec",
                "replicate", "val_n", "latency_low_ms", "latency_high_ms", "latency_runtime", "latency_source",
-               "latency_search_ms", "device", "precision", "latency_node"]
+               "latency_search_ms", "device", "precision", "latency_node", "role"]
 JSON_COLS = ("blocks", "kernels", "depths", "widths", "dcn_groups", "reparam", "val_acc_epochs")
 FLOAT_COLS = ("latency_ms", "val_acc", "seconds", "latency_low_ms",
               "latency_high_ms", "latency_search_ms")

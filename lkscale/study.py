@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from lkscale.baselines import BaselineError, parse_baselines
 from lkscale.config import (NESTED, RULES, BudgetConfig, ConfigError, ConfirmConfig, DataConfig, FidelityConfig,
                             LatencyConfig, PruningConfig, ResourceConfig, SearchConfig, TrackingConfig, TrainConfig,
                             build, to_dict)
@@ -122,6 +123,7 @@ class Study:
     raw_space: dict = field(default_factory=dict, compare=False)
     fidelity: FidelityConfig | None = None  # retrain a sample at higher fidelity after the search
     tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow (``tracking:``; --mlflow)
+    baselines: tuple = ()  # lkscale.baselines.Baseline: reference networks trained beside the candidates
 
     @property
     def latency(self) -> LatencyConfig:
@@ -144,7 +146,8 @@ class Study:
                 "data": fields(self.data, DataConfig), "proxy": fields(self.proxy, TrainConfig), "budgets": budgets,
                 "search": search, "resources": fields(self.resources, ResourceConfig), "output": self.output,
                 **({"fidelity": fields(self.fidelity, FidelityConfig)} if self.fidelity else {}),
-                **({"tracking": fields(self.tracking, TrackingConfig)} if self.tracking.mlflow else {})}
+                **({"tracking": fields(self.tracking, TrackingConfig)} if self.tracking.mlflow else {}),
+                **({"baselines": [b.name for b in self.baselines]} if self.baselines else {})}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.resolved(), sort_keys=False)
@@ -179,7 +182,7 @@ def parse_study(raw: Any, source: str | None = None) -> Study:
     if not isinstance(raw, Mapping):
         raise StudyError("study", f"expected a mapping at the top level, got {type(raw).__name__}")
     allowed = {"name", "description", "space", "data", "proxy", "budgets", "search", "resources", "output", "fidelity",
-               "tracking"}
+               "tracking", "baselines"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise StudyError(unknown[0], f"unknown section; allowed: {', '.join(sorted(allowed))}")
@@ -201,13 +204,20 @@ def parse_study(raw: Any, source: str | None = None) -> Study:
     if search.mode == "scaling" and search.sampler != "grid":
         raise StudyError("search.sampler", f"{search.sampler!r}: a scaling study (search.mode: scaling) measures "
                                            f"every grid point; use sampler: grid")
+    try:
+        baselines = parse_baselines(raw.get("baselines"))
+    except BaselineError as e:
+        raise StudyError(e.field_path, str(e).split(": ", 1)[1]) from None
+    if baselines and budgets.latency.source != "measured":
+        raise StudyError("baselines", "baselines need budgets.latency.source: measured (a calibration table "
+                                      "predicts lkscale blocks only)")
     output = raw.get("output") or os.path.join("runs", name)
     if not isinstance(output, str):
         raise StudyError("output", f"{output!r}: give a folder path")
     study = Study(name=name, description=str(raw.get("description", "")), space=space, data=data, proxy=proxy,
                   budgets=budgets, search=search, resources=resources, output=output, source=source,
                   raw_space=copy.deepcopy(dict(raw["space"])), fidelity=fidelity,
-                  tracking=tracking)
+                  tracking=tracking, baselines=baselines)
     check_space_builds(study)
     return study
 

@@ -26,6 +26,8 @@ def _fmt_s(s: float) -> str:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from lkscale.reachability import unreachable
+    from lkscale.search.baselines import baseline_costs
     from lkscale.search.planning import make_plan
     from lkscale.study import load_study
 
@@ -34,6 +36,11 @@ def run(args: argparse.Namespace) -> int:
         study = dataclasses.replace(study, data=dataclasses.replace(study.data, download=True))
     plan = make_plan(study, latency=not args.no_latency, probe=not args.no_probe,
                      say=lambda m: print(m, file=sys.stderr, flush=True))
+    reach = unreachable(study)  # a block family or choice no point builds: the search refuses to start
+    plan["unreachable"] = [{"knob": u.knob, "value": u.value, "points": u.points, "reason": u.reason,
+                            "text": u.describe()} for u in reach.unreachable]
+    plan["baselines"] = baseline_costs(study) if not args.no_latency else \
+        [{"name": b.name} for b in study.baselines]
     if args.json:
         print(json.dumps(plan, indent=2, default=str))
         return 0
@@ -43,12 +50,20 @@ def run(args: argparse.Namespace) -> int:
         out.append(f"  duplicate: {k} points build {name}")
     for bad in plan["invalid"]:
         out.append(f"  invalid point {bad['params']}: {bad['error']}")
+    for u in reach.unreachable:
+        out.append(f"  warning: {u.describe()}" + ("" if reach.exhaustive else f" (in {reach.how})")
+                   + (": `lkscale search` refuses this space" if reach.exhaustive and not u.by_reject else ""))
     out.append(f"\n{'network':<52} {'kernels':<14} {'params':>8} {'MACs':>8} {'latency ms':>17}  budget")
     for r in sorted(plan["networks"], key=lambda r: r["flops"]):
         lat = f"{r['latency_ms']:.3f} [{r['latency_low_ms']:.3f}-{r['latency_high_ms']:.3f}]" if "latency_ms" in r \
             else "-"
         out.append(f"{r['name']:<52} {'/'.join(map(str, r['kernels'])):<14} {r['params'] / 1e6:>7.2f}M "
                    f"{r['flops'] / 1e6:>7.1f}M {lat:>17}  {'OVER: ' + ', '.join(r['over_budget']) if r['over_budget'] else 'ok'}")
+    for b in plan["baselines"]:
+        if "params" in b:
+            lat = f"{b['latency_ms']:.3f} [{b['latency_low_ms']:.3f}-{b['latency_high_ms']:.3f}]"
+            out.append(f"{'baseline ' + b['name']:<52} {'':<14} {b['params'] / 1e6:>7.2f}M {b['flops'] / 1e6:>7.1f}M "
+                       f"{lat:>17}  {'OVER: ' + ', '.join(b['over_budget']) if b['over_budget'] else 'ok'} (reference)")
     res = plan["resources"]
     out.append(f"\nover budget: {len(plan['over_budget'])} of {plan['distinct']}; resources: "
                f"{res['cpus_per_trial']:g} CPU(s) + {res['gpus_per_trial']:g} GPU(s) per trial, "

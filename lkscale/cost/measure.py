@@ -31,7 +31,10 @@ def measure_specs(specs: Sequence[ArchSpec], cfg: LatencyConfig, input_size: int
     models = {}
     for s in specs:
         if deploy[s.name] not in models:
-            models[deploy[s.name]] = reparameterize(build_model(s, num_classes=num_classes, in_chans=in_chans))
+            build = getattr(s, "build", None)  # a study's baseline (lkscale.baselines) builds itself
+            net = build(num_classes=num_classes, in_chans=in_chans, input_size=input_size or cfg.input_size) \
+                if build else build_model(s, num_classes=num_classes, in_chans=in_chans)
+            models[deploy[s.name]] = reparameterize(net)
     res = measure_interleaved(models, cfg, in_chans=in_chans, input_size=input_size, progress=progress)
     return {s.name: res[deploy[s.name]] for s in specs}
 

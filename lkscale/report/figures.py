@@ -1,6 +1,7 @@
 """PNG figures of a run (matplotlib, Agg canvas: no display needed)."""
 from __future__ import annotations
 
+from lkscale.report.baselines import draw_baselines
 from lkscale.report.labels import OBJECTIVES, blocks_label, dot, latency_short, ref_text
 from lkscale.report.numbers import latency_setting
 from lkscale.rundir import STATES, Run, Trial
@@ -120,8 +121,9 @@ def _accuracy_axis(ax, run: Run, xlabel: str) -> None:
     ax.set_title(f"{run.name}: mean accuracy vs {xlabel.split(' (')[0]} ({len(run.trials)} architectures)", fontsize=11)
 
 
-def _untrained_strip(strip, groups: dict, col: str, xlabel: str) -> None:
-    """Trials never trained (infeasible: over budget; failed) at their measured cost, below the main axes."""
+def _untrained_strip(strip, groups: dict, col: str, xlabel: str, counts: dict | None = None) -> None:
+    """Trials never trained (infeasible: over budget; failed) at their measured cost, below the main axes;
+    ``counts``: the search's trial counts by state (summary.json), which include draws that never built."""
     untrained = [t for s in ("infeasible", "failed") for t in groups.get(s, []) if t.get(col) is not None]
     no_x = sum(1 for s in ("infeasible", "failed") for t in groups.get(s, []) if t.get(col) is None)
     for state in ("infeasible", "failed"):
@@ -132,12 +134,15 @@ def _untrained_strip(strip, groups: dict, col: str, xlabel: str) -> None:
     strip.set_ylim(0, 1)
     strip.set_yticks([])
     strip.set_ylabel("no\nresult", rotation=0, ha="right", va="center", fontsize=8)
+    # draws that never built a network have no name (not in ``groups``): only the search's counts know them
+    missing = max(no_x, sum((counts or {}).get(s, 0) for s in ("infeasible", "failed")) - len(untrained))
     if not untrained:
-        strip.text(0.5, 0.5, "no infeasible or failed trials" + (f" with a measured cost ({no_x} without)" if no_x else ""),
+        strip.text(0.5, 0.5, f"{missing} infeasible or failed trial(s), none with a measured cost (never built or "
+                             f"never costed)" if missing else "no infeasible or failed trials",
                    transform=strip.transAxes, ha="center", va="center", fontsize=8, color="#555")
-    elif no_x:
-        strip.text(0.99, 0.85, f"+{no_x} without a measured cost", transform=strip.transAxes, ha="right", va="top",
-                   fontsize=7, color="#555")
+    elif missing:
+        strip.text(0.99, 0.85, f"+{missing} without a measured cost", transform=strip.transAxes, ha="right",
+                   va="top", fontsize=7, color="#555")
     strip.set_xlabel(xlabel)
 
 
@@ -186,8 +191,9 @@ def pareto_figure(run: Run, objective: str, front: list[Trial], ref: dict, hv: f
         ax.plot([ref_x], [0], marker="P", color="black", ms=9, clip_on=False, zorder=6, ls="none",
                 label=f"reference point\n({ref_txt}, acc 0)")
     _accuracy_axis(ax, run, xlabel)
-    _untrained_strip(strip, groups, col, xlabel)
-    _x_limits(ax, xs_all + bounds + ([ref_x] if in_range else []))
+    refs = draw_baselines(ax, run, col)  # the study's baselines: marked references, never on the front
+    _untrained_strip(strip, groups, col, xlabel, run.summary.get("counts"))
+    _x_limits(ax, xs_all + bounds + refs + ([ref_x] if in_range else []))
     if unit == "MACs":
         strip.xaxis.set_major_formatter(EngFormatter())
     handles, labels = ax.get_legend_handles_labels()

@@ -7,6 +7,7 @@ import os
 import re
 
 from lkscale.fidelity.figure import markdown_section
+from lkscale.report.baselines import html_lines as baseline_lines
 from lkscale.report.labels import (OBJECTIVES, STATE_MEANING, acc_text, blocks_label, dcn_label, dot, fmt_count,
                                    ms_interval_text, reparam_label)
 from lkscale.report.markdown import (SCALING_HEADER, STEPS_HEADER, base_text, comparison_rows, conclusions, fit_text,
@@ -177,6 +178,13 @@ def _fidelity_section(run: Run) -> str:
     return "<h2 id='fidelity'>Proxy fidelity</h2>" + md_blocks(lines) + img
 
 
+def _baselines_section(run: Run, front: list, result: dict) -> str:
+    """The study's baselines against the latency front (``lkscale.report.baselines``); '' without any."""
+    lines = baseline_lines(run, front, result.get("confidence", 0.95))
+    return "<h2 id='baselines'>Baselines</h2>" + md_blocks([ln[2:] if ln.startswith("- ") else ln for ln in lines]) \
+        if lines else ""
+
+
 def md_blocks(lines: list[str]) -> str:
     """Markdown lines as HTML: runs of ``| a | b |`` rows as one table (header, separator, rows), the rest as
     paragraphs."""
@@ -206,7 +214,8 @@ def html_report(run: Run, result: dict, fronts: dict, scalings: list[dict], pare
     body = (f"<h1>lkscale report: {_esc(run.name)}</h1><p class='muted'>Run folder: <code>{_esc(run.path)}</code></p>"
             + nav + _conclusions_section(result, scalings) + _summary_section(run, result)
             + "".join(_front_section(k, result, fronts[k], pareto_html[i]) for i, k in enumerate(OBJECTIVES))
-            + _scaling_section(run, scalings, scaling_html) + _fidelity_section(run) + trials_section(run))
+            + _baselines_section(run, fronts["latency"], result) + _scaling_section(run, scalings, scaling_html)
+            + _fidelity_section(run) + trials_section(run))
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>lkscale report: {_esc(run.name)}</title>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{_CSS}</style></head>"
             f"<body>{body}<script>{_JS}</script></body></html>")

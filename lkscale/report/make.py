@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any, Callable
 
 from lkscale.fidelity.figure import markdown_section
+from lkscale.report.baselines import markdown_lines as baseline_section
 from lkscale.report.figures import pareto_figure, scaling_figure
 from lkscale.report.html import html_report
 from lkscale.report.labels import OBJECTIVES
@@ -124,6 +125,7 @@ def make_report(run_dir: str, reference: dict | None = None, figures: bool = Tru
         say(f"writing {d.report_html}")
         write_html(run, cands, result, fronts, scalings, d.report_html)
     md = markdown(run, result, fronts, scalings, paths)
+    md += "".join(line + "\n" for line in baseline_section(cands, level))  # the study's baselines, if any
     if run.summary.get("fidelity"):  # written by `lkscale fidelity` (or a study's fidelity: section)
         md += "\n" + markdown_section(run.summary["fidelity"], os.path.basename(d.fidelity_png)
                                        if os.path.isfile(d.fidelity_png) else None)

@@ -19,11 +19,14 @@ import time
 from typing import Callable
 
 from lkscale.rundir import RunDir, candidates, front_of, read_trials, write_study
+from lkscale.reachability import check_reachable
 from lkscale.runlock import RunLock
+from lkscale.search.baselines import prepare_baselines
 from lkscale.search.checks import check_budgets_feasible, check_data, check_resources, space_specs
 from lkscale.search.objective import Objective
 from lkscale.search.resume import repair_record
 from lkscale.search.summary import update_latencies, write_summary
+from lkscale.search.trainable import train_candidate
 from lkscale.study import Study, StudyError, load_study
 
 log = logging.getLogger("lkscale.search")
@@ -67,6 +70,8 @@ def prepare(study: Study | str, output: str | None = None, resume: bool = False,
     if download:
         study = dataclasses.replace(study, data=dataclasses.replace(study.data, download=True))
     run_dir, tune_root = _run_folder(study, output, resume, storage, optuna_url)
+    for line in check_reachable(study):  # a choice no point builds: StudyError; a sampled doubt: a warning
+        say(line)
     say(f"study {study.name}: checking data")
     study = dataclasses.replace(study, data=check_data(study, say))
     os.makedirs(run_dir, exist_ok=True)
@@ -80,6 +85,7 @@ def prepare(study: Study | str, output: str | None = None, resume: bool = False,
         objective.measure(list(specs.values()), label="(before training) ", quiet_slot=True)
         for spec in specs.values():
             objective.cost(spec)
+    prepare_baselines(study, objective, say)  # each runs on the study's images; costed, latency side by side
     return study, run_dir, tune_root, objective
 
 
@@ -91,6 +97,7 @@ def run_study(study: Study | str, output: str | None = None, resume: bool = Fals
 
     ``trainable``: a Tune function trainable in place of proxy training (same config and reports as
     ``lkscale.search.trainable.train_candidate``; tests drive the whole search with fixed learning curves)."""
+    from lkscale.search.baseline_tuning import train_baselines  # deferred: imports Ray
     from lkscale.search.tuning import fit  # deferred: imports Ray
 
     say = progress or (lambda m: log.info(m))
@@ -109,7 +116,10 @@ def run_study(study: Study | str, output: str | None = None, resume: bool = Fals
             optuna_url=optuna_url, verbose=verbose, progress=progress, max_failures=max_failures,
             experiment=_experiment_name(tune_root, resume, storage), tensorboard=tensorboard, say=say,
             trainable=trainable)
-        if ran:  # a finished study resumed: nothing trained, the final latencies stand
+        refs = train_baselines(study, run_dir, tune_root, objective, trainable=trainable or train_candidate,
+                               address=address, storage=storage, resume=resume, max_failures=max_failures,
+                               say=say) if study.baselines else 0
+        if ran or refs:  # a finished study resumed: nothing trained, the final latencies stand
             update_latencies(study, run_dir, objective, say)
         write_summary(run_dir, study, seconds=time.time() - t0)
         if study.fidelity and study.fidelity.enabled:  # the study asks: does the proxy rank like longer training?

@@ -52,8 +52,8 @@ class Ledger:
         led = cls(trials, replicates)
         for t in sorted(rows, key=lambda t: (t.get("replicate") or 0)):
             name, rep = t.get("name"), int(t.get("replicate") or 0)
-            if not name or t.state not in FINISHED_STATES:
-                continue
+            if not name or t.state not in FINISHED_STATES or t.get("role") == "baseline":
+                continue  # a study's baselines are trained after the search, not by the ledger
             c = led.candidates.get(name)
             if c is None:
                 c = led.candidates[name] = Candidate(name, int(t.get("number") or 0), _config_of(t.row))

@@ -48,6 +48,7 @@ def row_for(cfg: dict, result: dict, row: dict, state: str, epochs: int, seed: i
               "latency_runtime", "latency_source", "latency_node"):
         row[k] = cfg.get(k)
     row["latency_search_ms"] = cfg.get("latency_ms")  # what the sampler and the scheduler saw
+    row["role"] = cfg.get("role") or "candidate"  # a study's baselines: "baseline" (never on a front)
     if isinstance(row["val_acc_epochs"], str):
         row["val_acc_epochs"] = json.loads(row["val_acc_epochs"] or "[]")
     return row

@@ -12,6 +12,7 @@ from typing import Callable
 
 from lkscale.config import to_dict
 from lkscale.rundir import candidates, front_of, read_trials, update_summary, write_trials
+from lkscale.search.baselines import baseline_refs
 from lkscale.search.confirm import make_race
 from lkscale.search.objective import Objective
 from lkscale.spec import ArchSpec
@@ -27,9 +28,9 @@ def update_latencies(study: Study, run_dir: str, objective: Objective, say: Call
     cands = [c for c in candidates(rows) if c.state == "complete" and c.get("spec")]
     if len(cands) > MAX_FINAL_MEASURE:
         cands = front_of(cands, "latency_ms")
-    if not cands:
+    specs = [ArchSpec.from_json(c.spec) for c in cands] + baseline_refs(rows)  # baselines side by side with them
+    if not specs:
         return
-    specs = [ArchSpec.from_json(c.spec) for c in cands]
     lat = objective.measure(specs, force=True, label="(final, after training) ", quiet_slot=True)
     for t in rows:
         spec = next((s for s in specs if s.name == t.get("name")), None)

@@ -18,6 +18,9 @@ import traceback
 
 import torch
 
+from lkscale.baselines import ROLE as BASELINE
+from lkscale.baselines import build_seeded as build_baseline
+from lkscale.baselines import from_name
 from lkscale.config import DataConfig, TrainConfig, from_dict
 from lkscale.data import load_splits
 from lkscale.model import build_model
@@ -79,10 +82,12 @@ def train_candidate(config: dict, data_stage: dict | None = None) -> None:
         data, proxy = replicate_configs(from_dict(DataConfig, config["data"]), from_dict(TrainConfig, config["proxy"]),
                                         base["replicate"], threads)
         splits = load_splits(node_data(data, data_stage))
-        spec = ArchSpec.from_json(config["spec"])
-        model = build_seeded(spec, proxy.seed, splits.num_classes, splits.in_chans)
+        ref = from_name(config["name"]) if config.get("role") == BASELINE else None  # a study's baseline
+        spec = ArchSpec.from_json(config["spec"]) if ref is None else None
+        model = build_seeded(spec, proxy.seed, splits.num_classes, splits.in_chans) if ref is None else \
+            build_baseline(ref, proxy.seed, splits.num_classes, splits.in_chans, splits.input_size)
         base["val_n"] = len(splits.val)
-        keep = base["replicate"] == 0
+        keep = base["replicate"] == 0 and ref is None  # a baseline's weights are not kept
 
         def on_epoch(m: dict):
             history.append(float(m["val_acc"]))
