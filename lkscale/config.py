@@ -49,6 +49,7 @@ class DataConfig:
     test_per_class: int | None = None   # None: all; 0: no test split
     input_size: int | None = 32         # None: native size; otherwise images are resized to it
     seed: int = 0                       # the data subset (a replicate index sets it in a search)
+    val_seed: int | None = None         # the validation sample (None: drawn with `seed`, as one shuffle with the subset)
     augment: bool = False               # random crop + flip (off: a 4-epoch proxy ranks better without; measured)
     download: bool = False              # fetch CIFAR-10 from its official source when no local copy is found
     cache_dir: str | None = None        # None: $LKSCALE_CACHE or ~/.cache/lkscale
@@ -67,7 +68,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     clip_grad: float | None = 1.0
     threads: int | None = None   # torch intra-op threads; None leaves torch's setting alone
-    seed: int = 0                # init and batch order (a replicate index sets it in a search)
+    seed: int = 0                # batch order (and init unless init_seed); a replicate index sets it in a search
+    init_seed: int | None = None # the initial weights where the caller builds the model from it (None: `seed`)
     channels_last: bool = True
     augment: bool | None = None  # None: as the data asks (DataConfig.augment)
     eval_batch_size: int = 500

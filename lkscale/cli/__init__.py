@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-VERBS = ["plan", "search", "report", "fidelity", "export", "train", "cost", "latency"]  # the order a user needs them
+VERBS = ["plan", "search", "report", "fidelity", "export", "train", "cost", "latency", "noise"]  # the order a user needs them
 
 
 class UsageError(Exception):

@@ -16,7 +16,7 @@ from lkscale.data.cache import Arrays, cache_dir, cached_arrays
 from lkscale.data.download import download_cifar10
 from lkscale.data.errors import DataError, validate_config
 from lkscale.data.locate import DOWNLOAD_HINT, cifar10_home, default_data_root
-from lkscale.data.split import stratified_split
+from lkscale.data.split import carve_val_train, stratified_split
 from lkscale.data.tensors import Splits, TensorSet, channel_stats, to_tensor
 
 
@@ -113,7 +113,10 @@ def load_splits(cfg: DataConfig, progress: Callable[[str], None] | None = None) 
     classes = list(arrays["classes"])
     k, ty = len(classes), arrays["train_y"]
     _check_counts(classes, ty, cfg, source)
-    val_idx, train_idx = stratified_split(ty, [cfg.val_per_class, cfg.train_per_class], cfg.seed, k)
+    if cfg.val_seed is None or cfg.val_seed == cfg.seed:
+        val_idx, train_idx = stratified_split(ty, [cfg.val_per_class, cfg.train_per_class], cfg.seed, k)
+    else:  # the validation sample and the training subset drawn with their own seeds
+        val_idx, train_idx = carve_val_train(ty, cfg.val_per_class, cfg.train_per_class, cfg.val_seed, cfg.seed, k)
     train_x = to_tensor(arrays["train_x"][train_idx], cfg.input_size)
     val_x = to_tensor(arrays["train_x"][val_idx], cfg.input_size)
     mean, std = channel_stats(train_x)

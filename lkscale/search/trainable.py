@@ -1,7 +1,8 @@
 """The Tune function trainable: proxy-train one (candidate, replicate), reporting after every epoch.
 
-Common random numbers: replicate ``r`` fixes the data subset, the batch order and the initial weights
-(seed ``proxy.seed + r``) — the same for every candidate — so the difference between two candidates at
+Common random numbers: replicate ``r`` fixes the validation sample, the data subset, the batch order and
+the initial weights (seed ``proxy.seed + r`` for all four; :func:`seeded_configs` sets them one at a
+time, as ``lkscale noise`` does) — the same for every candidate — so the difference between two candidates at
 the same replicate cancels the noise they share. The final weights of replicate 0 are written to the
 run folder (``lkscale.weights``); on a cluster they also travel as a Tune checkpoint.
 """
@@ -34,10 +35,25 @@ log = logging.getLogger("lkscale.search")
 
 
 def replicate_configs(data: DataConfig, proxy: TrainConfig, replicate: int, threads: int) -> tuple:
-    """The data and training settings of replicate ``replicate`` (common random numbers)."""
+    """The data and training settings of replicate ``replicate`` (common random numbers): every seed
+    ``proxy.seed + replicate``."""
     seed = proxy.seed + replicate
-    return (dataclasses.replace(data, seed=seed, test_per_class=0),
-            dataclasses.replace(proxy, seed=seed, threads=threads))
+    return seeded_configs(dataclasses.replace(data, test_per_class=0), proxy, val=seed, subset=seed, init=seed,
+                          order=seed, threads=threads)
+
+
+def seeded_configs(data: DataConfig, proxy: TrainConfig, *, val: int, subset: int, init: int, order: int,
+                   threads: int | None = None) -> tuple:
+    """Data and training settings with the four seeds of a run set one by one: the validation sample,
+    the training subset, the initial weights (``proxy.init_seed``, for :func:`build_seeded`) and the batch
+    order (``proxy.seed``). All four equal: exactly the single-seed run of before."""
+    return (dataclasses.replace(data, seed=subset, val_seed=val),
+            dataclasses.replace(proxy, seed=order, init_seed=init, threads=threads))
+
+
+def init_seed(proxy: TrainConfig) -> int:
+    """The seed of the initial weights (``proxy.init_seed``, else ``proxy.seed``)."""
+    return proxy.seed if proxy.init_seed is None else proxy.init_seed
 
 
 def build_seeded(spec: ArchSpec, seed: int, num_classes: int, in_chans: int) -> torch.nn.Module:
@@ -84,8 +100,8 @@ def train_candidate(config: dict, data_stage: dict | None = None) -> None:
         splits = load_splits(node_data(data, data_stage))
         ref = from_name(config["name"]) if config.get("role") == BASELINE else None  # a study's baseline
         spec = ArchSpec.from_json(config["spec"]) if ref is None else None
-        model = build_seeded(spec, proxy.seed, splits.num_classes, splits.in_chans) if ref is None else \
-            build_baseline(ref, proxy.seed, splits.num_classes, splits.in_chans, splits.input_size)
+        model = build_seeded(spec, init_seed(proxy), splits.num_classes, splits.in_chans) if ref is None else \
+            build_baseline(ref, init_seed(proxy), splits.num_classes, splits.in_chans, splits.input_size)
         base["val_n"] = len(splits.val)
         keep = base["replicate"] == 0 and ref is None  # a baseline's weights are not kept
 
