@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -25,6 +26,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                            "no local dataset is found (same as data.download: true)")
     p.add_argument("--tensorboard", action="store_true", help="also write per-trial TensorBoard event files "
                                                               "(under the run folder's tune*/ folders)")
+    p.add_argument("--mlflow", metavar="URI", help="also track the search in MLflow at this tracking URI (file:/..., "
+                                                   "sqlite:///..., http://...): one run per trial, the run's files "
+                                                   "as artifacts; needs the extra: pip install 'lkscale[mlflow]' "
+                                                   "(same as tracking: {mlflow: URI} in the study)")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     p.add_argument("--verbose", action="store_true", help="show Ray's own status table and worker logs")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
@@ -39,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if args.trials is not None and args.trials < 1:
         raise UsageError("--trials must be >= 1")
     study = load_study(args.study)
+    if args.mlflow:
+        study = dataclasses.replace(study, tracking=dataclasses.replace(study.tracking, mlflow=args.mlflow))
 
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -54,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
             make_report = None
         if make_report is not None:
             summary["report"] = make_report(run_dir)
+            if study.tracking.mlflow:  # the report's files join the run's artifacts in MLflow
+                from lkscale.search.tracking import log_run
+
+                log_run(study, run_dir)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:

@@ -98,10 +98,12 @@ def run_study(study: Study | str, output: str | None = None, resume: bool = Fals
     ``trainable``: a Tune function trainable in place of proxy training (same config and reports as
     ``lkscale.search.trainable.train_candidate``; tests drive the whole search with fixed learning curves)."""
     from lkscale.search.baseline_tuning import train_baselines  # deferred: imports Ray
+    from lkscale.search.tracking import check_tracking, log_run  # deferred: imports Ray
     from lkscale.search.tuning import fit  # deferred: imports Ray
 
     say = progress or (lambda m: log.info(m))
     study = load_study(study) if isinstance(study, str) else study
+    check_tracking(study.tracking, study.name)  # --mlflow without MLflow, or a store it refuses: before anything
     if not address:
         check_resources(study)  # this machine: before anything else is spent
     with RunLock(output or study.output, "search --resume" if resume else "search") as lock:  # one driver per folder
@@ -122,6 +124,8 @@ def run_study(study: Study | str, output: str | None = None, resume: bool = Fals
         if ran or refs:  # a finished study resumed: nothing trained, the final latencies stand
             update_latencies(study, run_dir, objective, say)
         write_summary(run_dir, study, seconds=time.time() - t0)
+        if study.tracking.mlflow:  # final latencies and the run's files in MLflow (the CLI adds the report)
+            log_run(study, run_dir)
         if study.fidelity and study.fidelity.enabled:  # the study asks: does the proxy rank like longer training?
             from lkscale.fidelity.run import run_fidelity  # deferred: imports Ray
 

@@ -151,9 +151,10 @@ class Progress:
         done = _epochs(row)
         acc = row.get("val_acc")
         per = float(row.get("seconds") or 0.0) / done if done else 0.0
+        per_s = f"{per:.1f}" if per < 10 else f"{per:.0f}"
         rep = f" r{row.get('replicate')}" if row.get("replicate") else ""
         self.write(f"[trial {row.get('number')}{rep}] epoch {done}/{self.epochs}  "
-                   + (f"acc {float(acc):.3f}  " if acc not in ("", None) else "") + f"{per:.0f} s/epoch  {row.get('name') or '-'}")
+                   + (f"acc {float(acc):.3f}  " if acc not in ("", None) else "") + f"{per_s} s/epoch  {row.get('name') or '-'}")
 
     def tick(self, rows: Iterable[dict], running: dict | None = None) -> None:
         """Called often (every Tune step): the heartbeat once per interval, on plain lines only."""

@@ -26,6 +26,7 @@ from lkscale.search.resume import close_abandoned, reconcile, rung_history
 from lkscale.search.searcher import StudySearch
 from lkscale.search.staging import data_stage_payload
 from lkscale.search.storage import optuna_storage
+from lkscale.search.tracking import callbacks as tracking_callbacks
 from lkscale.search.trainable import train_candidate
 from lkscale.space import grid as space_grid
 from lkscale.study import Study, StudyError
@@ -137,6 +138,7 @@ def fit(study: Study, run_dir: str, tune_root: str, objective: Objective, *, res
     lines = progress or (lambda m: log.info(m))
     prog = Progress(lines, ledger.budget * study.search.replicates + len(ledger.jobs), int(study.proxy.epochs),
                     study.search.concurrency, study.budgets.max_latency_ms)
+    recorder = Recorder(run_dir, int(study.proxy.epochs), study.proxy.seed, prog)
     tuner = tune.Tuner(
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=study.search.concurrency),
@@ -144,7 +146,7 @@ def fit(study: Study, run_dir: str, tune_root: str, objective: Objective, *, res
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name=experiment, storage_path=storage if storage and "://" in storage else tune_root,
                                   verbose=2 if verbose else 0,
-                                  callbacks=[Recorder(run_dir, int(study.proxy.epochs), study.proxy.seed, prog)],
+                                  callbacks=[recorder, *tracking_callbacks(study, run_dir, recorder.rows)],
                                   failure_config=tune.FailureConfig(max_failures=max_failures)),
     )
     mode = "a scaling study: every grid point at full fidelity, no pruning" if study.search.mode == "scaling" else \
