@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def evaluate(study_path: str, runtime: str, per_study: int, fit: int, holdout: int, seed: int) -> dict:
     import lkscale
-    from lkscale.cli.latency import study_specs
+    from lkscale.space import distinct_specs, expand
     from lkscale.config import LatencyConfig
     from lkscale.cost import count_flops
     from lkscale.cost.predictor import calibrate, fit_linear, mape
@@ -39,7 +39,7 @@ def evaluate(study_path: str, runtime: str, per_study: int, fit: int, holdout: i
 
     st = load_study(study_path)
     size = st.data.input_size
-    specs = study_specs(st.space, size, samples=per_study, seed=seed)
+    specs = list(distinct_specs(expand(st.space, size, samples=per_study, seed=seed), deploy=True).values())
     if len(specs) > per_study:
         rng = np.random.default_rng(seed)
         specs = [specs[i] for i in sorted(rng.choice(len(specs), per_study, replace=False))]

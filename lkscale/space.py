@@ -9,17 +9,59 @@ Kernels larger than a stage's map can use are clipped to ``2H-1`` (or rejected, 
 ``space.kernel_clip``): on an HxW map only the central (2H-1)x(2W-1) taps ever touch the image, so a
 bigger kernel trains the same function with dead taps, and two names would train the same thing.
 Re-param branches not smaller than the (clipped) kernel are dropped.
+
+The one expansion of a space into networks: ``grid``/``grid_points`` (every combination of the
+choices), ``sample_points`` (seeded random draws through Optuna's random sampler, for spaces with
+continuous ranges or a sampler other than the grid), ``expand`` (either, as asked) and
+``distinct_specs``; the search's budget check, ``lkscale plan``, the study's load-time check, the
+latency CLI and the benchmarks all use them.
 """
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
+import random
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
+
+import optuna
 
 from lkscale.spec import ArchSpec, Branch, SpecError
-from lkscale.study import Knob, SpaceConfig
+
+
+# A knob is fixed (a value), a choice (a list, or {choices: [...]}) or a range ({low, high[, step][, log]});
+# ``lkscale.study`` parses a study's ``space`` section into these.
+@dataclass(frozen=True)
+class Knob:
+    choices: tuple  # all allowed values (a range is expanded when it has a step)
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+
+    @property
+    def fixed(self) -> bool:
+        return self.low is None and len(self.choices) == 1
+
+    @property
+    def value(self):
+        return self.choices[0]
+
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    base: dict | None  # a spec dict (from a preset or inline)
+    base_name: str | None
+    num_stages: int
+    knobs: dict  # global knob name -> Knob
+    patterns: dict  # "kernels"/"depths"/"widths" -> Knob of tuples
+    stages: tuple  # per-stage dict knob name -> Knob
+    kernel_clip: str  # "clip" | "reject"
+    drop_path_rate: float
+    layer_scale: float | None = None  # None: the base's (ConvNeXt's 1e-6 by default)
+
 
 
 def encode(v: Any) -> Any:
@@ -198,4 +240,55 @@ def grid(space: SpaceConfig) -> dict[str, list]:
 
 def size(space: SpaceConfig) -> int:
     """Number of distinct points (before clipping merges some)."""
-    return math.prod(len(v) for v in grid(space).values()) if grid(space) else 1
+    return math.prod(len(v) for v in grid(space).values())
+
+
+def grid_points(g: Mapping[str, list], limit: int | None = None) -> list[dict]:
+    """Every combination of a ``grid(space)`` as parameters, in grid order; more than ``limit``: a seeded
+    sample of ``limit`` of the first ``8 * limit``."""
+    if limit is None:
+        return [dict(zip(g, combo)) for combo in itertools.product(*g.values())]
+    combos = list(itertools.islice(itertools.product(*g.values()), limit * 8))
+    if len(combos) > limit:
+        combos = random.Random(0).sample(combos, limit)
+    return [dict(zip(g, combo)) for combo in combos]
+
+
+def sample_points(space: SpaceConfig, input_size: int, samples: int, seed: int = 0) -> list[tuple[dict, Candidate]]:
+    """``samples`` seeded random draws (Optuna's random sampler on a scratch study) as (parameters, candidate)."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a scratch study: no "created in memory" line
+    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    optuna.logging.set_verbosity(level)
+    out = []
+    for _ in range(samples):
+        t = scratch.ask()
+        out.append((t.params, suggest(t, space, input_size)))
+    return out
+
+
+def expand(space: SpaceConfig, input_size: int, use_grid: bool | None = None, samples: int = 24,
+           seed: int = 0) -> list[tuple[dict, Candidate]]:
+    """The space's points as (parameters, candidate): every grid point (``use_grid`` True), ``samples`` seeded
+    random draws (False), or the grid where the space is one and draws where it has continuous ranges (None)."""
+    if use_grid is None:
+        try:
+            g = grid(space)
+        except ValueError:
+            return sample_points(space, input_size, samples, seed)
+    elif use_grid:
+        g = grid(space)
+    else:
+        return sample_points(space, input_size, samples, seed)
+    return [(p, candidate(space, p, input_size)) for p in grid_points(g)]
+
+
+def distinct_specs(points: list[tuple[dict, Candidate]], deploy: bool = False) -> dict[str, ArchSpec]:
+    """The distinct networks among expanded points, by name (first seen first); ``deploy``: re-param branches
+    dropped (the deploy form's network, what latency measures)."""
+    out: dict[str, ArchSpec] = {}
+    for _, c in points:
+        if c.spec is not None:
+            spec = c.spec.without_reparam() if deploy else c.spec
+            out.setdefault(spec.name, spec)
+    return out

@@ -18,6 +18,7 @@ from lkscale.baselines import BaselineError, parse_baselines
 from lkscale.config import (NESTED, RULES, BudgetConfig, ConfigError, ConfirmConfig, DataConfig, FidelityConfig,
                             LatencyConfig, PruningConfig, ResourceConfig, SearchConfig, TrackingConfig, TrainConfig,
                             build, to_dict)
+from lkscale.space import Knob, SpaceConfig, candidate, grid, grid_points
 from lkscale.spec import KNOWN_BLOCKS
 
 
@@ -31,22 +32,6 @@ class StudyError(ValueError):
 # A knob is fixed (a value), a choice (a list, or {choices: [...]}) or a range ({low, high[, step][, log]}).
 # List-valued knobs (kernels, depths, widths, reparam) are fixed when given one flat list and a choice
 # when given a list of lists.
-
-@dataclass(frozen=True)
-class Knob:
-    choices: tuple  # all allowed values (a range is expanded when it has a step)
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-
-    @property
-    def fixed(self) -> bool:
-        return self.low is None and len(self.choices) == 1
-
-    @property
-    def value(self):
-        return self.choices[0]
-
 
 def _parse_knob(obj: Any, path: str, list_valued: bool = False, kind: type | tuple = (int,)) -> Knob:
     if isinstance(obj, Mapping):
@@ -93,19 +78,6 @@ def _freeze(v: Any) -> Any:
 STAGE_KNOBS = ("block", "depth", "width", "kernel", "dcn_groups", "reparam", "ffn_ratio")
 GLOBAL_KNOBS = ("stem_stride", "block", "depth", "width", "kernel", "dcn_groups", "reparam", "ffn_ratio")
 PATTERN_KNOBS = ("kernels", "depths", "widths")
-
-
-@dataclass(frozen=True)
-class SpaceConfig:
-    base: dict | None  # a spec dict (from a preset or inline)
-    base_name: str | None
-    num_stages: int
-    knobs: dict  # global knob name -> Knob
-    patterns: dict  # "kernels"/"depths"/"widths" -> Knob of tuples
-    stages: tuple  # per-stage dict knob name -> Knob
-    kernel_clip: str  # "clip" | "reject"
-    drop_path_rate: float
-    layer_scale: float | None = None  # None: the base's (ConvNeXt's 1e-6 by default)
 
 
 @dataclass(frozen=True)
@@ -227,24 +199,14 @@ def check_space_builds(study: Study, limit: int = 512) -> None:
     an unsupported stem stride, an unknown re-param branch) fail here, when the study loads, not after
     Ray starts: every grid point (up to ``limit``, else a seeded sample) is built as an ArchSpec (no
     model, no cost) and a knob value that never builds a valid network is named."""
-    import itertools
-    import random
-
-    from lkscale.space import candidate as rebuild
-    from lkscale.space import grid as space_grid
-
     try:
-        g = space_grid(study.space)
+        g = grid(study.space)
     except ValueError:  # continuous ranges: check the categorical part only, at the range's low end
         g = {}
-    combos = list(itertools.islice(itertools.product(*g.values()), limit * 8))
-    if len(combos) > limit:
-        combos = random.Random(0).sample(combos, limit)
+    points = grid_points(g, limit)
     errors: dict[str, str] = {}
     ok_values: set = set()
-    for combo in combos or [()]:
-        params = dict(zip(g, combo))
-        cand = rebuild(study.space, params, study.data.input_size)
+    for params, cand in zip(points, (candidate(study.space, p, study.data.input_size) for p in points)):
         if cand.spec is None:
             errors.setdefault(cand.error or "invalid", str(params))
         else:
@@ -254,7 +216,7 @@ def check_space_builds(study: Study, limit: int = 512) -> None:
         raise StudyError("space", f"no point of the space builds a valid network: {first}")
     for name, choices in g.items():  # a choice that never builds anything is a static error too
         for c in choices:
-            if (name, c) not in ok_values and len(combos) < limit:
+            if (name, c) not in ok_values and len(points) < limit:
                 bad = next((e for e, p in errors.items() if f"'{name}': {c!r}" in p), "never builds a network")
                 if "kernel_clip: reject" in bad:
                     continue  # asked for: such points are recorded infeasible

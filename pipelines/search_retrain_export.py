@@ -35,17 +35,24 @@ import tempfile
 import time
 from typing import Callable
 
+import ray
+import torch
+
+from lkscale.config import DataConfig, from_dict, to_dict
+from lkscale.export import (ExportError, check_name, export_trial, export_winners, read_export, safe_child,
+                            select_winners, timm_name)
+from lkscale.fidelity.run import run_fidelity
+from lkscale.report import make_report
+from lkscale.rundir import RunDirError, load_run
+from lkscale.search import data_stage_payload, node_data, node_id, run_study
+from lkscale.spec import SpecError
+from lkscale.study import StudyError, load_study
+
 log = logging.getLogger("lkscale.pipeline")
 
 
 def _retrain_export(run, trial, out_name: str, epochs: int, onnx: bool, stage: dict | None, threads: int) -> dict:
     """Ray task body: retrain one winner from scratch and export it; returns the folder as tar bytes."""
-    import torch
-
-    from lkscale.config import DataConfig, from_dict, to_dict
-    from lkscale.export import export_trial
-    from lkscale.search import node_data, node_id
-
     torch.set_num_threads(max(1, threads))  # Ray sets OMP_NUM_THREADS=1 in workers
     run.study["data"] = to_dict(node_data(from_dict(DataConfig, run.study.get("data") or {}), stage))
     t0 = time.time()
@@ -59,8 +66,6 @@ def _retrain_export(run, trial, out_name: str, epochs: int, onnx: bool, stage: d
 
 def _unpack(result: dict, out: str) -> str:
     """Put a task's export folder at ``out/<name>`` (extracted beside it, then renamed into place)."""
-    from lkscale.export import safe_child
-
     dest = safe_child(out, result["name"], "winner name")
     tmp = tempfile.mkdtemp(prefix=f".unpack-{result['name']}-", dir=out)
     try:
@@ -77,17 +82,9 @@ def _unpack(result: dict, out: str) -> str:
 def retrain_and_export(run_dir: str, out: str, top: int, retrain_epochs: int, address: str | None = None,
                        onnx: bool = True, say: Callable[[str], None] = print) -> list[dict]:
     """Stage 3: the ``top`` winners of ``run_dir`` retrained (Ray tasks) and exported into ``out``."""
-    from lkscale.export import check_name, export_winners, read_export, select_winners, timm_name
-    from lkscale.report import load_run
-
     if retrain_epochs == 0:  # the proxy weights, exported in this process
         paths = export_winners(run_dir, out, top=top, retrain_epochs=0, onnx=onnx, progress=say)
         return [{"name": os.path.basename(p), "folder": p, "node": "driver"} for p in paths]
-    import ray
-
-    from lkscale.config import DataConfig, from_dict
-    from lkscale.search import data_stage_payload
-
     run = load_run(run_dir)
     winners = select_winners(run, top=top)
     os.makedirs(out, exist_ok=True)
@@ -124,8 +121,6 @@ def run_pipeline(study_path: str, out: str, top: int = 1, retrain_epochs: int = 
                  optuna_url: str | None = None, trials: int | None = None, onnx: bool = True, report: bool = True,
                  say: Callable[[str], None] = print) -> dict:
     """All three stages; returns what ``pipeline.json`` holds."""
-    from lkscale.search import run_study
-    from lkscale.study import load_study
 
     study = load_study(study_path)
     run_dir = os.path.abspath(output or study.output)
@@ -136,15 +131,13 @@ def run_pipeline(study_path: str, out: str, top: int = 1, retrain_epochs: int = 
     t = time.time()
     run_study(study, output=run_dir, resume=resume, address=address, storage=storage, optuna_url=optuna_url,
               trials=trials, progress=say)
+    if study.fidelity and study.fidelity.enabled:  # as `lkscale search` does: the study asks for it
+        say("fidelity: retraining a sample of the run at higher fidelity")
+        run_fidelity(run_dir, study.fidelity, address=address, say=say)
     stages["search"] = round(time.time() - t, 1)
     if report:
         t = time.time()
-        try:
-            from lkscale.report import make_report
-
-            make_report(run_dir)
-        except ImportError:
-            say("report: lkscale.report not available; skipped")
+        make_report(run_dir)
         stages["report"] = round(time.time() - t, 1)
     t = time.time()
     os.makedirs(out, exist_ok=True)
@@ -184,11 +177,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.trials is not None and args.trials < 1:
         say("search_retrain_export: error: --trials must be >= 1")
         return 2
-    from lkscale.export import ExportError
-    from lkscale.report import RunDirError
-    from lkscale.spec import SpecError
-    from lkscale.study import StudyError
-
     try:
         rec = run_pipeline(args.study, args.out, top=args.top, retrain_epochs=args.retrain_epochs, output=args.output,
                            resume=args.resume, address=args.address, storage=args.storage,

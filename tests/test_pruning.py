@@ -3,7 +3,8 @@ import math
 
 from ray.tune.schedulers import TrialScheduler
 
-from lkscale.pruning import MultiObjectiveASHA, crowding, keep_top, nondominated_layers
+from lkscale.pruning import crowding, keep_top, nondominated_layers
+from lkscale.search.schedulers import MultiObjectiveASHA
 
 
 class FakeTrial:

@@ -230,7 +230,7 @@ def test_optunas_own_pruner_stops_trials_recorded_pruned(tmp_path, pruner):
 def test_optuna_pruner_scheduler_survives_tunes_checkpoint_pickle():
     import pickle
 
-    from lkscale.pruning import OptunaPrunerScheduler
+    from lkscale.search.schedulers import OptunaPrunerScheduler
 
     s = OptunaPrunerScheduler("successive_halving", max_t=4, history=[("a", [0.3, 0.4, 0.5, 0.6], 1.0),
                                                                          ("b", [0.2], 1.0)])

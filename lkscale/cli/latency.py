@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import json
 import sys
 
@@ -55,6 +54,7 @@ def _specs(args: argparse.Namespace):
     """The networks asked for and the latency settings (the study's, overridden by the flags given)."""
     import lkscale
     from lkscale.config import LatencyConfig
+    from lkscale.space import distinct_specs, expand
     from lkscale.spec import ArchSpec
 
     base, data_size, study = LatencyConfig(), None, None
@@ -72,29 +72,10 @@ def _specs(args: argparse.Namespace):
         return [lkscale.get_preset(n) for n in args.preset], cfg
     if args.spec:
         return [ArchSpec.load(f) for f in args.spec], cfg
-    return study_specs(study.space, cfg.input_size, args.samples), cfg
-
-
-def study_specs(space, input_size: int, samples: int = 16, seed: int = 0) -> list:
-    """Every valid network of a grid-able space, else ``samples`` random ones (Optuna's random sampler)."""
-    from lkscale.space import candidate, grid, suggest
-
-    try:
-        g = grid(space)
-        cands = [candidate(space, dict(zip(g, combo)), input_size) for combo in itertools.product(*g.values())]
-    except ValueError:  # continuous ranges: sample
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-        cands = [suggest(scratch.ask(), space, input_size) for _ in range(samples)]
-    out = {}
-    for c in cands:
-        if c.spec is not None:
-            out.setdefault(c.spec.without_reparam().name, c.spec.without_reparam())
-    if not out:
+    specs = distinct_specs(expand(study.space, cfg.input_size, samples=args.samples), deploy=True)
+    if not specs:
         raise UsageError("no point of the study's space builds a valid network")
-    return list(out.values())
+    return list(specs.values()), cfg
 
 
 def _check(args: argparse.Namespace) -> None:

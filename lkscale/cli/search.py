@@ -37,8 +37,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lkscale.cli import UsageError
+    from lkscale.fidelity.run import run_fidelity
+    from lkscale.report import make_report
     from lkscale.rundir import read_summary
     from lkscale.search import front_table, run_study
+    from lkscale.search.tracking import log_run
     from lkscale.study import load_study
 
     if args.trials is not None and args.trials < 1:
@@ -53,18 +56,14 @@ def run(args: argparse.Namespace) -> int:
     run_dir = run_study(study, output=args.output, resume=args.resume, address=args.address, storage=args.storage,
                         optuna_url=args.optuna_storage, trials=args.trials, verbose=args.verbose, progress=progress,
                         download=args.download, tensorboard=args.tensorboard)
+    if study.fidelity and study.fidelity.enabled:  # the study asks: does the proxy rank like longer training?
+        progress("fidelity: retraining a sample of the run at higher fidelity")
+        run_fidelity(run_dir, study.fidelity, address=args.address, say=progress)
     summary = read_summary(run_dir)
     if not args.no_report:
-        try:
-            from lkscale.report import make_report
-        except ImportError:
-            make_report = None
-        if make_report is not None:
-            summary["report"] = make_report(run_dir)
-            if study.tracking.mlflow:  # the report's files join the run's artifacts in MLflow
-                from lkscale.search.tracking import log_run
-
-                log_run(study, run_dir)
+        summary["report"] = make_report(run_dir)
+        if study.tracking.mlflow:  # the report's files join the run's artifacts in MLflow
+            log_run(study, run_dir)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:

@@ -29,6 +29,7 @@ import torch
 
 from lkscale import __version__
 from lkscale.config import DataConfig, TrainConfig, from_dict
+from lkscale.cost import effective_kernels
 from lkscale.data import load_splits
 from lkscale.export.card import model_card
 from lkscale.export.onnx import export_onnx, seeded_input
@@ -100,10 +101,6 @@ def _normalisation(run, meta: WeightsMeta | None, splits) -> dict:
 
 
 def _effective_kernels(model, input_size: int, in_chans: int) -> list[dict]:
-    try:
-        from lkscale.cost import effective_kernels
-    except ImportError:
-        return []
     try:
         return [{"stage": s.index, "block": s.block, "map": list(s.map_hw), "kernel": s.kernel,
                  "effective_kernel": list(s.effective_kernel), "dead_params": s.dead_params, "dw_params": s.dw_params}

@@ -1,6 +1,6 @@
 """Replay a pruning rule over learning curves already recorded: which candidates would it have stopped?
 
-The rules are the search's own schedulers (``lkscale.pruning.make_scheduler``: none, Ray's ASHA,
+The rules are the search's own schedulers (``lkscale.search.schedulers.make_scheduler``: none, Ray's ASHA,
 multi-objective ASHA, Optuna's pruners), fed one epoch result at a time in a given arrival order with
 ``concurrency`` trials running side by side (round robin between the running trials), exactly through
 the calls Tune makes (``on_trial_add`` / ``on_trial_result`` / ``on_trial_remove``). The curves must be
@@ -18,8 +18,11 @@ import dataclasses
 from collections import deque
 
 import numpy as np
+from ray.tune.schedulers import TrialScheduler
 
+from lkscale.config import PruningConfig, SearchConfig
 from lkscale.pareto import hypervolume_2d, pareto_front
+from lkscale.search.schedulers import make_scheduler
 
 RULES = ("none", "asha", "moasha", "optuna")
 
@@ -38,13 +41,13 @@ class _Trial:  # what a Tune scheduler reads of a trial
     config: dict = dataclasses.field(default_factory=lambda: {"replicate": 0})
 
 
-def replay(rule: str, curves: list[Curve], order: list[int], grace: int = 1, reduction_factor: float = 2,
-           concurrency: int = 2, pruner: str = "successive_halving") -> dict[str, int]:
-    """Epochs each curve's trial would have trained under ``rule``, trials started in ``order``."""
-    from ray.tune.schedulers import TrialScheduler
-
-    from lkscale.pruning import make_scheduler
-
+def replay(rule: str, curves: list[Curve], order: list[int], grace: int = 1, reduction_factor: float | None = None,
+           concurrency: int | None = None, pruner: str | None = None) -> dict[str, int]:
+    """Epochs each curve's trial would have trained under ``rule``, trials started in ``order``
+    (``reduction_factor``, ``concurrency`` and ``pruner``: None is the config's default)."""
+    reduction_factor = PruningConfig.reduction_factor if reduction_factor is None else reduction_factor
+    concurrency = SearchConfig.concurrency if concurrency is None else concurrency
+    pruner = pruner or PruningConfig.pruner
     if rule not in RULES:
         raise ValueError(f"unknown pruning rule {rule!r}; one of {', '.join(RULES)}")
     max_t = min(len(c.accs) for c in curves)
@@ -130,11 +133,14 @@ def curves_by_replicate(trials: list) -> list[list[Curve]]:
 
 
 def replay_rules(trials: list, truth: dict[str, float] | None = None, graces: tuple[int, ...] = (1, 2),
-                 reduction_factor: float = 2, orders: int = 100, seed: int = 0, concurrency: int = 2) -> dict:
+                 reduction_factor: float | None = None, orders: int = 100, seed: int = 0,
+                 concurrency: int | None = None) -> dict:
     """What each rule (none; ASHA, MO-ASHA and Optuna's successive halving with the first rung at each epoch
     of ``graces``) would have kept of a run that trained every candidate to the end: the mean over replicates
     and arrival orders of ``judge``'s figures, and their range over replicates. Rules are keyed ``"moasha g2"``
     (first rung at epoch 2). Empty when fewer than 3 candidates have complete curves (a pruned run)."""
+    reduction_factor = PruningConfig.reduction_factor if reduction_factor is None else reduction_factor
+    concurrency = SearchConfig.concurrency if concurrency is None else concurrency
     worlds = curves_by_replicate(trials)
     epochs = min(len(c.accs) for w in worlds for c in w) if worlds else 0
     graces = tuple(sorted({int(g) for g in graces if 1 <= int(g) < epochs}))

@@ -2,12 +2,10 @@
 ``StudyError`` naming the study field; nothing expensive has started and nothing recorded is touched."""
 from __future__ import annotations
 
-import itertools
 import math
 import os
 from typing import Callable
 
-import optuna
 import torch
 
 from lkscale.config import DataConfig
@@ -15,10 +13,7 @@ from lkscale.cost import count_flops, count_params
 from lkscale.data import DataError, load_splits, resolve_data
 from lkscale.model import build_model
 from lkscale.reparam import reparameterize
-from lkscale.space import Candidate
-from lkscale.space import candidate as rebuild
-from lkscale.space import grid as space_grid
-from lkscale.space import suggest
+from lkscale.space import Candidate, distinct_specs, expand
 from lkscale.spec import ArchSpec
 from lkscale.study import Study, StudyError
 
@@ -36,28 +31,18 @@ def check_data(study: Study, progress: Callable[[str], None] | None = None) -> D
 
 
 def space_points(study: Study, samples: int = 24) -> list[tuple[dict, Candidate]]:
-    """(parameters, candidate) for every grid point (grid sampler), else ``samples`` seeded random draws."""
-    if study.search.sampler == "grid":
-        g = space_grid(study.space)
-        points = [dict(zip(g, combo)) for combo in itertools.product(*g.values())]
-        return [(p, rebuild(study.space, p, study.data.input_size)) for p in points]
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a scratch study: no "created in memory" line
-    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=study.search.seed))
-    optuna.logging.set_verbosity(level)
-    out = []
-    for _ in range(samples):
-        t = scratch.ask()
-        out.append((t.params, suggest(t, study.space, study.data.input_size)))
-    return out
+    """(parameters, candidate) for every grid point (grid sampler), else ``samples`` random draws seeded by the
+    search's seed (``lkscale.space.expand``)."""
+    return expand(study.space, study.data.input_size, use_grid=study.search.sampler == "grid", samples=samples,
+                  seed=study.search.seed)
 
 
 def space_specs(study: Study, samples: int = 24) -> dict[str, ArchSpec]:
     """Distinct networks of the space (see :func:`space_points`)."""
-    cands = [c for _, c in space_points(study, samples)]
-    specs = {c.spec.name: c.spec for c in cands if c.spec is not None}
+    points = space_points(study, samples)
+    specs = distinct_specs(points)
     if not specs:
-        raise StudyError("space", "no point of the space builds a valid network: " + (cands[0].error if cands else ""))
+        raise StudyError("space", "no point of the space builds a valid network: " + (points[0][1].error if points else ""))
     return specs
 
 

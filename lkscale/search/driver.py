@@ -126,11 +126,6 @@ def run_study(study: Study | str, output: str | None = None, resume: bool = Fals
         write_summary(run_dir, study, seconds=time.time() - t0)
         if study.tracking.mlflow:  # final latencies and the run's files in MLflow (the CLI adds the report)
             log_run(study, run_dir)
-        if study.fidelity and study.fidelity.enabled:  # the study asks: does the proxy rank like longer training?
-            from lkscale.fidelity.run import run_fidelity  # deferred: imports Ray
-
-            say("fidelity: retraining a sample of the run at higher fidelity")
-            run_fidelity(run_dir, study.fidelity, address=address, say=say)
     return run_dir
 
 

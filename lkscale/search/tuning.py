@@ -14,7 +14,7 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
 from lkscale.config import to_dict
-from lkscale.pruning import make_scheduler
+from lkscale.search.schedulers import make_scheduler
 from lkscale.rundir import read_trials
 from lkscale.search.checks import check_resources
 from lkscale.search.confirm import confirm_hook
@@ -29,6 +29,7 @@ from lkscale.search.storage import optuna_storage
 from lkscale.search.tracking import callbacks as tracking_callbacks
 from lkscale.search.trainable import train_candidate
 from lkscale.space import grid as space_grid
+from lkscale.space import size as space_size
 from lkscale.study import Study, StudyError
 
 log = logging.getLogger("lkscale.search")
@@ -76,12 +77,7 @@ def _quiet(verbose: bool) -> None:
 
 
 def _grid_size(study: Study) -> int | None:
-    if study.search.sampler != "grid":
-        return None
-    n = 1
-    for choices in space_grid(study.space).values():
-        n *= len(choices)
-    return n
+    return space_size(study.space) if study.search.sampler == "grid" else None
 
 
 def _scheduler(study: Study, run_dir: str, resume: bool):
