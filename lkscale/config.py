@@ -23,6 +23,8 @@ MODES = ("front", "scaling")
 RUNTIMES = ("onnxruntime", "torch", "compile", "cuda")
 LATENCY_SOURCES = ("measured", "predicted")
 OBJECTIVES = ("latency", "throughput")
+PRECISIONS = ("fp32", "bf16", "fp16")
+COST_CLASSES = 10  # candidates are costed (params, MACs, latency) with a 10-class head, whatever the dataset
 
 
 class ConfigError(ValueError):
@@ -88,8 +90,8 @@ class TrainConfig:
             raise ConfigError("proxy.lr", f"must be a positive number, got {self.lr}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError("proxy.threads", f"must be >= 1, got {self.threads}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ConfigError("proxy.precision", f"{self.precision!r} unknown; allowed: fp32, bf16, fp16")
+        if self.precision not in PRECISIONS:
+            raise ConfigError("proxy.precision", f"{self.precision!r} unknown; allowed: {', '.join(PRECISIONS)}")
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,7 @@ RULES: dict[type, dict[str, dict]] = {
                   "warmup_epochs": _R(kind="num", lo=0), "label_smoothing": _R(kind="num", lo=0),
                   "clip_grad": _R(kind="num", lo=0, optional=True), "seed": _R(kind="int", lo=0),
                   "channels_last": _R(kind="bool"), "fused_optimizer": _R(kind="bool"), "device": _R(kind="str"),
-                  "precision": _R(kind="str", allowed=("fp32", "bf16", "fp16"))},
+                  "precision": _R(kind="str", allowed=PRECISIONS)},
     LatencyConfig: {"runtime": _R(kind="str", allowed=RUNTIMES), "batch_size": _R(kind="int", lo=1),
                     "threads": _R(kind="int", lo=1), "input_size": _R(kind="int", lo=8, optional=True),
                     "rounds": _R(kind="int", lo=2), "repeats": _R(kind="int", lo=1),

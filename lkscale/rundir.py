@@ -32,6 +32,7 @@ import yaml
 
 from lkscale.pareto import pareto_front
 from lkscale.intervals import accuracy_interval
+from lkscale.study import Study, StudyError, parse_study
 
 log = logging.getLogger("lkscale.rundir")
 
@@ -41,7 +42,9 @@ SUMMARY_JSON = "summary.json"
 COSTS_JSON = "costs.json"
 OPTUNA_JOURNAL = "optuna.journal"
 WEIGHTS_DIR = "weights"
-TUNE_DIR = "tune"
+TUNE_DIR = "tune"                   # a search's first Tune experiment
+TUNE_RESUME = "tune_resume{k}"      # its k-th resume (k = 1, 2, ...)
+FIDELITY_TUNE = "tune_{k}"          # the k-th ``lkscale fidelity`` retrain, under FIDELITY_DIR
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 PARETO_PNG = "pareto_{objective}.png"
@@ -189,6 +192,15 @@ class Run:
 
     def by_state(self, *states: str) -> list[Trial]:
         return [t for t in self.trials if t.state in states]
+
+    def study_config(self) -> Study:
+        """The run's study, typed: every default filled in and older records' flat ``budgets.latency_*`` keys
+        read into ``budgets.latency`` (``lkscale.study.parse_study``); its space is None where this version
+        cannot parse it. A study.yaml whose settings do not validate: RunDirError."""
+        try:
+            return parse_study(self.study, source=self.dir.study_yaml, record=True)
+        except StudyError as e:
+            raise RunDirError(f"{self.dir.study_yaml}: {e}") from None
 
 
 # ----------------------------------------------------------------------------------------- reading
@@ -522,9 +534,33 @@ def trial_record(t: Trial) -> dict:
     return {k: t.row.get(k) for k in keys}
 
 
+def _first_free(root: str, pattern: str) -> str:
+    k = 1
+    while os.path.isdir(os.path.join(root, pattern.format(k=k))):
+        k += 1
+    return pattern.format(k=k)
+
+
+def tune_experiment(tune_root: str, resume: bool = False, remote: bool = False) -> str:
+    """The Tune experiment a search run writes under ``tune_root``: ``tune`` first, then the first
+    ``tune_resume{k}`` not there yet; on remote storage (which cannot be listed here) ``tune_resume-<UTC time>``."""
+    if not resume:
+        return TUNE_DIR
+    if remote:
+        return "tune_resume-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return _first_free(tune_root, TUNE_RESUME)
+
+
+def fidelity_experiment(fidelity_dir: str) -> str:
+    """The Tune experiment of the next ``lkscale fidelity`` retrain: the first ``tune_{k}`` not under
+    ``fidelity_dir`` yet."""
+    return _first_free(fidelity_dir, FIDELITY_TUNE)
+
+
 __all__ = ["STUDY_YAML", "TRIALS_CSV", "SUMMARY_JSON", "COSTS_JSON", "OPTUNA_JOURNAL", "WEIGHTS_DIR", "TUNE_DIR",
            "REPORT_MD", "REPORT_HTML", "STATES", "CSV_COLUMNS", "RunDirError", "RunDir", "Run", "Trial", "atomic_write",
            "parse_value", "read_trials_csv", "read_summary", "load_run", "front_of", "epochs_saved", "trial_record",
            "write_trials", "read_trials", "update_summary", "write_study", "read_costs", "write_costs", "candidates",
            "FIDELITY_DIR", "FIDELITY_CSV", "FIDELITY_PNG", "FIDELITY_COLUMNS", "read_fidelity", "write_fidelity",
-           "Damage", "record_damage", "keep_damaged"]
+           "Damage", "record_damage", "keep_damaged", "TUNE_RESUME", "FIDELITY_TUNE", "tune_experiment",
+           "fidelity_experiment"]

@@ -150,7 +150,9 @@ def _budgets(raw: Mapping) -> BudgetConfig:
     return build(BudgetConfig, b, "budgets")
 
 
-def parse_study(raw: Any, source: str | None = None) -> Study:
+def parse_study(raw: Any, source: str | None = None, record: bool = False) -> Study:
+    """A validated Study. ``record``: the study.yaml of a finished run (``Run.study_config``), read for its
+    settings: its space is not built again, and one this version cannot parse is None."""
     if not isinstance(raw, Mapping):
         raise StudyError("study", f"expected a mapping at the top level, got {type(raw).__name__}")
     allowed = {"name", "description", "space", "data", "proxy", "budgets", "search", "resources", "output", "fidelity",
@@ -161,7 +163,12 @@ def parse_study(raw: Any, source: str | None = None) -> Study:
     name = raw.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
         raise StudyError("name", f"{name!r}: give a name of letters, digits, '_', '-', '.' (at most 64)")
-    space = _parse_space(raw.get("space"))
+    try:
+        space = _parse_space(raw.get("space"))
+    except StudyError:
+        if not record:
+            raise
+        space = None
     try:
         data = build(DataConfig, _section(raw, "data"), "data")
         proxy = build(TrainConfig, _section(raw, "proxy"), "proxy")
@@ -188,9 +195,10 @@ def parse_study(raw: Any, source: str | None = None) -> Study:
         raise StudyError("output", f"{output!r}: give a folder path")
     study = Study(name=name, description=str(raw.get("description", "")), space=space, data=data, proxy=proxy,
                   budgets=budgets, search=search, resources=resources, output=output, source=source,
-                  raw_space=copy.deepcopy(dict(raw["space"])), fidelity=fidelity,
+                  raw_space=copy.deepcopy(dict(raw.get("space") or {})), fidelity=fidelity,
                   tracking=tracking, baselines=baselines)
-    check_space_builds(study)
+    if not record:
+        check_space_builds(study)
     return study
 
 

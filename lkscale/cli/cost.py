@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
 from lkscale.cli import UsageError
+from lkscale.config import RUNTIMES, LatencyConfig
 
 _DESCRIPTION = """\
 Cost of one architecture (a preset or a spec file): parameters of the train and deploy forms,
@@ -25,13 +27,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     src.add_argument("--preset", metavar="NAME", help="a named architecture (see lkscale.presets)")
     src.add_argument("--spec", metavar="FILE", help="an ArchSpec file (.yaml or .json)")
     p.add_argument("--input-size", type=int, default=None, metavar="N", help="square input size in px")
-    p.add_argument("--batch-size", type=int, default=1, metavar="N", help="batch size for latency (default 1)")
-    p.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads for latency (default 1)")
+    d = LatencyConfig()  # the defaults; a flag given is laid over them
+    p.add_argument("--batch-size", type=int, metavar="N", help=f"batch size for latency (default {d.batch_size})")
+    p.add_argument("--threads", type=int, metavar="N", help=f"torch threads for latency (default {d.threads})")
     p.add_argument("--num-classes", type=int, default=None, metavar="N", help="classifier outputs")
-    p.add_argument("--repeats", type=int, default=10, metavar="N", help="timed calls per round (default 10)")
-    p.add_argument("--rounds", type=int, default=7, metavar="N", help="rounds of timed calls (default 7)")
-    p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch", "compile", "cuda"],
-                   help="where the deploy form runs (default onnxruntime)")
+    p.add_argument("--repeats", type=int, metavar="N", help=f"timed calls per round (default {d.repeats})")
+    p.add_argument("--rounds", type=int, metavar="N", help=f"rounds of timed calls (default {d.rounds})")
+    p.add_argument("--runtime", choices=RUNTIMES, help=f"where the deploy form runs (default {d.runtime})")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--train-step", action="store_true", help="also time a train step (fwd + bwd + SGD)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
@@ -102,23 +104,22 @@ def run(args: argparse.Namespace) -> int:
     if input_size < stride:
         raise UsageError(f"--input-size {input_size} is smaller than the network's total stride {stride}")
 
-    from lkscale.config import LatencyConfig
     from lkscale.cost import estimate
 
-    if args.runtime == "cuda":
+    flags = {"runtime": args.runtime, "batch_size": args.batch_size, "threads": args.threads, "rounds": args.rounds,
+             "repeats": args.repeats, "input_size": input_size}
+    cfg = dataclasses.replace(LatencyConfig(), **{k: v for k, v in flags.items() if v is not None})
+    if cfg.runtime == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise UsageError("--runtime cuda needs a GPU; torch.cuda.is_available() is False here")
-    cfg = LatencyConfig(runtime=args.runtime, batch_size=args.batch_size, threads=args.threads,
-                        input_size=input_size, rounds=args.rounds, repeats=args.repeats)
 
     def progress(msg: str) -> None:
         print(f"lkscale cost: {msg}", file=sys.stderr, flush=True)
 
-    report = estimate(spec, input_size=input_size, num_classes=num_classes, batch_size=args.batch_size,
-                      threads=args.threads, latency=not args.no_latency, train_step=args.train_step,
-                      repeats=args.repeats, progress=progress, latency_config=cfg)
+    report = estimate(spec, input_size=input_size, num_classes=num_classes, latency=not args.no_latency,
+                      train_step=args.train_step, progress=progress, latency_config=cfg)
     if args.json:
         out = report.to_dict()
         if args.preset:

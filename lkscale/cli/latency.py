@@ -7,6 +7,7 @@ import json
 import sys
 
 from lkscale.cli import UsageError
+from lkscale.config import COST_CLASSES, RUNTIMES, LatencyConfig
 
 _DESCRIPTION = """\
 Latency of the deploy form, measured with its error: every network gets a runner in the chosen
@@ -29,7 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     src.add_argument("--preset", metavar="NAME", action="append", help="a named architecture (repeatable)")
     src.add_argument("--spec", metavar="FILE", action="append", help="an ArchSpec file (repeatable)")
     src.add_argument("--study", metavar="FILE", help="a study file: every network of its space")
-    p.add_argument("--runtime", choices=["onnxruntime", "torch", "compile", "cuda"],
+    p.add_argument("--runtime", choices=RUNTIMES,
                    help="where to run (default: the study's budgets.latency.runtime, else onnxruntime)")
     p.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: the study's, else 1)")
     p.add_argument("--batch-size", type=int, metavar="N", help="batch size (default: the study's, else 1)")
@@ -38,7 +39,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, metavar="N", help="interleaved rounds (default: the study's, else 7)")
     p.add_argument("--repeats", type=int, metavar="N", help="timed calls per network per round (default 10)")
     p.add_argument("--max-cv", type=float, metavar="X", help="spread above which rounds are added (default 0.1)")
-    p.add_argument("--num-classes", type=int, default=10, metavar="N", help="classifier outputs (default 10)")
+    p.add_argument("--num-classes", type=int, default=COST_CLASSES, metavar="N",
+                   help=f"classifier outputs (default {COST_CLASSES})")
     p.add_argument("--samples", type=int, default=16, metavar="N",
                    help="networks sampled from a study space that is not a finite grid (default 16)")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
@@ -53,7 +55,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _specs(args: argparse.Namespace):
     """The networks asked for and the latency settings (the study's, overridden by the flags given)."""
     import lkscale
-    from lkscale.config import LatencyConfig
     from lkscale.space import distinct_specs, expand
     from lkscale.spec import ArchSpec
 

@@ -14,6 +14,8 @@ from lkscale.cost.flops import FLOPS_UNIT, _count, count_params
 from lkscale.cost.kernels import effective_kernels, padding_macs
 from lkscale.cost.latency import measure_train_step, run_protocol, summarize
 from lkscale.cost.runtimes import make_runner, threads as torch_threads
+from lkscale.model import build_model
+from lkscale.reparam import reparameterize
 from lkscale.spec import ArchSpec
 
 log = logging.getLogger(__name__)
@@ -70,29 +72,27 @@ def _time_deployed(report: CostReport, deployed, cfg: LatencyConfig, in_chans: i
     report.latency = res.to_dict()
 
 
-def estimate(spec: ArchSpec, input_size: int = 32, num_classes: int = 10, batch_size: int = 1, threads: int = 1,
-             latency: bool = True, train_step: bool = False, repeats: int = 20, warmup: int = 5,
-             min_seconds: float = 0.1, in_chans: int = 3,
+def estimate(spec: ArchSpec, input_size: int = 32, num_classes: int = 10, batch_size: int | None = None,
+             threads: int | None = None, latency: bool = True, train_step: bool = False, repeats: int | None = None,
+             warmup: int = 5, min_seconds: float = 0.1, in_chans: int = 3,
              progress: Callable[[str], None] | None = None,
              latency_config: LatencyConfig | None = None) -> CostReport:
     """Build ``spec`` and measure what it costs (see ``flops`` and ``kernels`` for the conventions).
 
     Latency: the deploy form, measured with ``latency.run_protocol`` in ``latency_config`` (default:
-    onnxruntime, ``LatencyConfig``'s rounds, ``repeats`` calls per round, ``batch_size``, ``threads``).
-    With a config its batch size and threads win. ``warmup``/``min_seconds`` are accepted for
-    older callers and unused.
+    ``LatencyConfig()``: onnxruntime, its rounds and calls per round, batch size and threads), with
+    ``batch_size``, ``threads`` and ``repeats`` laid over it where given. ``warmup``/``min_seconds`` are
+    accepted for older callers and unused.
     """
-    from lkscale.model import build_model
-    from lkscale.reparam import reparameterize
-
     t0 = time.perf_counter()
     say = progress or (lambda msg: log.info(msg))
-    if input_size < 1 or batch_size < 1 or threads < 1 or repeats < 1:
+    flags = {"batch_size": batch_size, "threads": threads, "repeats": repeats}
+    cfg = dataclasses.replace(latency_config or LatencyConfig(), **{k: v for k, v in flags.items() if v is not None})
+    if input_size < 1 or cfg.batch_size < 1 or cfg.threads < 1 or cfg.repeats < 1:
         raise ValueError("input_size, batch_size, threads and repeats must be >= 1")
     stride = spec.stem.stride * 2 ** (len(spec.stages) - 1)
     if input_size < stride:
         raise ValueError(f"input size {input_size} is smaller than the network's total stride {stride}")
-    cfg = latency_config or LatencyConfig(batch_size=batch_size, threads=threads, repeats=repeats)
     say(f"building {spec.name}")
     model = build_model(spec, num_classes=num_classes, in_chans=in_chans)
     deployed = reparameterize(model)
@@ -111,7 +111,7 @@ def estimate(spec: ArchSpec, input_size: int = 32, num_classes: int = 10, batch_
     if train_step:
         tb = max(cfg.batch_size, 2)  # train-mode BN needs more than one value per channel
         say(f"timing a train step (batch {tb})")
-        ts = measure_train_step(model, input_size, tb, cfg.threads, warmup=2, repeats=max(3, repeats // 4),
+        ts = measure_train_step(model, input_size, tb, cfg.threads, warmup=2, repeats=max(3, cfg.repeats // 4),
                                 in_chans=in_chans, num_classes=num_classes)
         report.train_step_ms, report.train_batch_size = ts["median_ms"], tb
     report.seconds = time.perf_counter() - t0

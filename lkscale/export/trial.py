@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 
 from lkscale import __version__
-from lkscale.config import DataConfig, TrainConfig, from_dict
+from lkscale.config import DataConfig
 from lkscale.cost import effective_kernels
 from lkscale.data import load_splits
 from lkscale.export.card import model_card
@@ -49,27 +49,26 @@ FORMAT = "lkscale-export/1"
 
 
 def _latency_setting(run) -> dict:
-    """The search's latency measurement settings (``budgets.latency``, or the older flat ``latency_*`` keys)."""
-    b = run.study.get("budgets") or {}
-    lat = b.get("latency") if isinstance(b.get("latency"), dict) else {}
-    return {f"latency_{k}": lat.get(k, b.get(f"latency_{k}")) for k in ("batch_size", "input_size", "threads")}
+    """The search's latency measurement settings (``budgets.latency`` of the run's typed study)."""
+    lat = run.study_config().budgets.latency
+    return {f"latency_{k}": getattr(lat, k) for k in ("batch_size", "input_size", "threads")}
 
 
 def _study_input_size(run) -> int:
-    d = run.study.get("data") or {}
-    return int(_latency_setting(run)["latency_input_size"] or d.get("input_size") or 32)
+    """The input size the search costed at: the latency's, else the data's (``Study.latency``)."""
+    return int(run.study_config().latency.input_size or DataConfig.input_size)
 
 
 def _data_config(run, test: bool) -> DataConfig:
     """The study's data settings (its own defaults for what the run's study.yaml leaves out)."""
-    cfg = from_dict(DataConfig, run.study.get("data") or {})
+    cfg = run.study_config().data
     return cfg if test else dataclasses.replace(cfg, test_per_class=0)
 
 
 def _retrain(run, spec: ArchSpec, epochs: int, say: Callable[[str], None]) -> tuple[torch.nn.Module, Any, dict]:
     splits = load_splits(_data_config(run, test=True))
     model = build_model(spec, num_classes=splits.num_classes, in_chans=splits.in_chans)
-    cfg = dataclasses.replace(from_dict(TrainConfig, run.study.get("proxy") or {}), epochs=epochs)
+    cfg = dataclasses.replace(run.study_config().proxy, epochs=epochs)
     say(f"retraining {spec.name} from scratch for {epochs} epochs on {len(splits.train)} images")
     result = train_model(model, splits, cfg, callback=lambda m: say(
         f"  epoch {m['epoch']}: val acc {m['val_acc']:.3f}") and None)
@@ -155,7 +154,7 @@ def _record(run, trial, spec: ArchSpec, model, deployed, data: dict, norm: dict,
         "checks": {"deploy_vs_train_max_abs_diff": deploy_diff, "onnx": None},
         "provenance": {"study": run.name, "run_dir": run.path, "trial_id": trial.get("trial_id"),
                        "trial_number": trial.get("number"), "seed": trial.get("seed"),
-                       "proxy_seed": (run.study.get("proxy") or {}).get("seed"),
+                       "proxy_seed": run.study_config().proxy.seed,
                        "lkscale_version": __version__, "torch_version": torch.__version__,
                        "exported_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
     }

@@ -19,8 +19,8 @@ from lkscale.config import DataConfig, FidelityConfig, PruningConfig, TrainConfi
 from lkscale.fidelity.replay import replay_rules
 from lkscale.fidelity.sample import stratified_sample
 from lkscale.fidelity.stats import fidelity_statistics, rung_statistics
-from lkscale.rundir import (Run, RunDir, RunDirError, Trial, candidates, keep_damaged, load_run, read_fidelity,
-                            update_summary, write_fidelity)
+from lkscale.rundir import (Run, RunDir, RunDirError, Trial, candidates, fidelity_experiment, keep_damaged, load_run,
+                            read_fidelity, update_summary, write_fidelity)
 from lkscale.runlock import RunLock
 
 log = logging.getLogger("lkscale.fidelity")
@@ -122,16 +122,14 @@ def run_tune(plan: Plan, address: str | None = None, say: Callable[[str], None] 
              "cpus_per_trial": plan.cpus_per_trial, "weights_checkpoint": bool(address),
              "candidate": tune.grid_search([_candidate(c, role) for c, role in plan.todo])}
     os.makedirs(d.fidelity_dir, exist_ok=True)
-    k = 1
-    while os.path.isdir(os.path.join(d.fidelity_dir, f"tune_{k}")):
-        k += 1
+    experiment = fidelity_experiment(d.fidelity_dir)
     say(f"retraining {len(plan.todo)} of {len(plan.sample)} sampled candidates at {plan.cfg.epochs} epochs "
         f"({plan.proxy_epochs} in the proxy), {plan.cfg.concurrency} at a time"
         + (f"; {len(plan.done)} finished before are kept" if plan.done else ""))
     tuner = tune.Tuner(fn, param_space=space,
                        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=plan.cfg.concurrency,
                                                    reuse_actors=False, trial_dirname_creator=trial_dirname),
-                       run_config=tune.RunConfig(name=f"tune_{k}", storage_path=d.fidelity_dir, verbose=0,
+                       run_config=tune.RunConfig(name=experiment, storage_path=d.fidelity_dir, verbose=0,
                                                  callbacks=[FidelityRecorder(run_dir, plan.cfg.epochs,
                                                                              plan.data.train_per_class, say)]))
     with contextlib.redirect_stdout(sys.stderr):  # whatever Tune still prints is progress, not the result

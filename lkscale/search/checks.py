@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from lkscale.config import DataConfig
+from lkscale.config import COST_CLASSES, DataConfig
 from lkscale.cost import count_flops, count_params
 from lkscale.data import DataError, load_splits, resolve_data
 from lkscale.model import build_model
@@ -58,7 +58,7 @@ def check_budgets_feasible(study: Study, samples: int = 24) -> None:
     specs = space_specs(study, samples)
     best_p, best_f = math.inf, math.inf
     for spec in specs.values():
-        model = build_model(spec, num_classes=10)
+        model = build_model(spec, num_classes=COST_CLASSES)
         params = count_params(model)
         if b.max_params and params > b.max_params:
             best_p = min(best_p, params)

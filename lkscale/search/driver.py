@@ -18,7 +18,7 @@ import os
 import time
 from typing import Callable
 
-from lkscale.rundir import RunDir, candidates, front_of, read_trials, write_study
+from lkscale.rundir import TUNE_DIR, RunDir, candidates, front_of, read_trials, tune_experiment, write_study
 from lkscale.reachability import check_reachable
 from lkscale.runlock import RunLock
 from lkscale.search.baselines import prepare_baselines
@@ -37,7 +37,7 @@ def _run_folder(study: Study, output: str | None, resume: bool, storage: str | N
     remote = bool(storage and "://" in storage)
     tune_root = os.path.abspath(storage) if storage and not remote else run_dir
     d = RunDir(run_dir)
-    has_run = os.path.isfile(d.study_yaml) and os.path.isdir(os.path.join(tune_root, "tune"))
+    has_run = os.path.isfile(d.study_yaml) and os.path.isdir(os.path.join(tune_root, TUNE_DIR))
     if remote:  # Tune's folders are in remote storage: the run folder is the record
         has_run = os.path.isfile(d.study_yaml) and (bool(optuna_url) or os.path.isfile(d.optuna_journal))
     if has_run and not resume:
@@ -49,14 +49,7 @@ def _run_folder(study: Study, output: str | None, resume: bool, storage: str | N
 
 
 def _experiment_name(tune_root: str, resume: bool, storage: str | None) -> str:
-    if not resume:
-        return "tune"
-    if storage and "://" in storage:  # cannot list remote storage here: a name that cannot collide
-        return "tune_resume-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    k = 1
-    while os.path.isdir(os.path.join(tune_root, f"tune_resume{k}")):
-        k += 1
-    return f"tune_resume{k}"
+    return tune_experiment(tune_root, resume, remote=bool(storage and "://" in storage))
 
 
 def prepare(study: Study | str, output: str | None = None, resume: bool = False, storage: str | None = None,

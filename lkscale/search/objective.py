@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from lkscale.config import COST_CLASSES
 from lkscale.cost import estimate
 from lkscale.cost.measure import latency_of
 from lkscale.cost.quiet import quiet_check, wait_for_quiet
@@ -94,7 +95,7 @@ class Objective:
         if spec.name in self.costs:
             return self.costs[spec.name]
         lat_cfg = self.study.latency
-        rep = estimate(spec, input_size=lat_cfg.input_size, num_classes=10, latency=False)
+        rep = estimate(spec, input_size=lat_cfg.input_size, num_classes=COST_CLASSES, latency=False)
         dname = spec.without_reparam().name
         c = {"params": rep.params, "deploy_params": rep.deploy_params, "flops": rep.flops, "deploy_name": dname,
              "effective_kernels": [list(s.effective_kernel) for s in rep.stages], "dead_params": rep.dead_params}
