@@ -452,6 +452,55 @@ def test_trials_span_nodes_and_survive_a_lost_node(cluster):
           f"{time.time() - t0:.0f}s")
 
 
+@cluster_test
+def test_latency_measured_on_the_node_that_declares_the_resource(cluster):
+    """budgets.latency.resources: {nodeB: 1}: every measurement (while sampling and the final one) runs on node B,
+    which is reserved for it (trials train on A); trials.csv names the node. A resource no node declares: one
+    clear error at the start."""
+    c = cluster
+    if "nodeB" not in c.procs:  # an earlier test may have killed it
+        c.add_node("nodeB", LKSCALE_STAGE_DATA="always")
+        c.ids = c.node_ids(["nodeA", "nodeB"])
+    id_a, id_b = c.ids["nodeA"], c.ids["nodeB"]
+    path = write_study(c, "cluster_latency", epochs=1)
+    raw = yaml.safe_load(open(path))
+    raw["budgets"] = {"max_params": 1000000,
+                      "latency": {"runtime": "torch", "rounds": 2, "repeats": 2, "resources": {"nodeB": 1}}}
+    raw["search"].update(trials=1, concurrency=1)  # measured when drawn, then again after training
+    with open(path, "w") as f:
+        yaml.safe_dump(raw, f)
+    run_dir = os.path.join(c.root, "run-latency")
+    env = dict(c.env, RAY_ADDRESS=c.address, LKSCALE_CACHE=os.path.join(c.root, "cache-driver"))
+    t0 = time.time()
+    out = subprocess.run([sys.executable, "-m", "lkscale", "search", path, "--address", "auto", "--output", run_dir,
+                          "--no-report", "--json"], env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode in (0, 1), out.stderr[-3000:]
+    assert "all its 1 CPU(s) reserved for measuring" in out.stderr
+    rows = read_rows(run_dir)
+    measured = [r for r in rows if r["latency_ms"]]
+    assert len(rows) == 1 and measured, [(r["state"], r["error"]) for r in rows]
+    for r in measured:
+        assert r["latency_node"].split()[0] == id_b, r["latency_node"]  # "<node id> <host name> <address>"
+    assert all(r["node"] == id_a for r in rows if r["state"] in ("complete", "pruned"))  # B only measures
+    assert any(r["latency_source"] == "measured-final" for r in rows)
+    costs = json.load(open(os.path.join(run_dir, "costs.json")))
+    assert costs["latency"] and {v["latency_node"].split()[0] for v in costs["latency"].values()} == {id_b}
+    bad = dict(raw, name="cluster_latency_bad")
+    bad["budgets"]["latency"]["resources"] = {"edge_cpu": 1}
+    bad_path = os.path.join(c.root, "cluster_latency_bad.yaml")
+    with open(bad_path, "w") as f:
+        yaml.safe_dump(bad, f)
+    err = subprocess.run([sys.executable, "-m", "lkscale", "search", bad_path, "--address", "auto", "--output",
+                          os.path.join(c.root, "run-latency-bad"), "--no-report"], env=env, capture_output=True,
+                         text=True, timeout=120, cwd=REPO)
+    assert err.returncode == 2, err.stderr[-2000:]
+    assert 'budgets.latency.resources: {"edge_cpu": 1.0}: no node of the Ray cluster declares it' in err.stderr
+    assert "nodeA" in err.stderr and "nodeB" in err.stderr  # what the nodes do declare
+    assert not os.path.isfile(os.path.join(c.root, "run-latency-bad", "costs.json"))  # nothing costed
+    print(f"latency on {id_b} (reserved), trials on {id_a}: {time.time() - t0:.0f}s; trials.csv: "
+          f"{[(r['state'], r['node'], r['latency_ms'], r['latency_source'], r['latency_node']) for r in rows]}")
+
+
 # ----------------------------------------------------------------------------------------- unit (no cluster)
 @pytest.fixture
 def fake_object_store(monkeypatch):

@@ -1,6 +1,7 @@
 """Progress you can trust in a log: epoch lines, a heartbeat while slow trials train, and an estimate of the
 time left that says what it rests on (observed seconds per epoch, or the plan's probe)."""
 import io
+import json
 import os
 import subprocess
 import sys
@@ -112,3 +113,17 @@ def test_a_real_search_log_has_epoch_lines_and_heartbeats(tmp_path):
     beats = [ln for ln in err if ln.startswith("... elapsed")]
     assert len(beats) >= 3, err
     assert any("running: trial" in b and "s/epoch" in b and " left, from " in b for b in beats), beats
+
+
+def test_the_plans_probe_is_read_from_the_run_folder(tmp_path):
+    """`lkscale plan STUDY --json > RUN_DIR/plan.json`: the probed networks, the others interpolated by FLOPs."""
+    from lkscale.search.progress import plan_probe
+
+    assert plan_probe(str(tmp_path)) == {}
+    plan = {"networks": [{"name": "small", "flops": 1e6}, {"name": "mid", "flops": 3e6}, {"name": "dcn", "flops": 5e6}],
+            "estimate": {"seconds_per_epoch": {"small": 10.0, "dcn": 393.0}}}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    probe = plan_probe(str(tmp_path))
+    assert probe == {"small": 10.0, "dcn": 393.0, "mid": pytest.approx(201.5)}
+    (tmp_path / "plan.json").write_text(json.dumps({**plan, "estimate": {"note": "no probe"}}))
+    assert plan_probe(str(tmp_path)) == {}

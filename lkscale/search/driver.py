@@ -54,8 +54,10 @@ def _experiment_name(tune_root: str, resume: bool, storage: str | None) -> str:
 
 def prepare(study: Study | str, output: str | None = None, resume: bool = False, storage: str | None = None,
             optuna_url: str | None = None, trials: int | None = None, download: bool = False,
-            say: Callable[[str], None] = log.info) -> tuple[Study, str, str, Objective]:
-    """Every check that can fail before Ray starts; returns (study as run, run folder, Tune root, objective)."""
+            say: Callable[[str], None] = log.info, latency_runner: Callable | None = None
+            ) -> tuple[Study, str, str, Objective]:
+    """Every check that can fail before Ray starts; returns (study as run, run folder, Tune root, objective).
+    ``latency_runner``: where latency is measured (``lkscale.search.remote_latency``; None: here)."""
     if isinstance(study, str):
         study = load_study(study)
     if trials:
@@ -71,7 +73,7 @@ def prepare(study: Study | str, output: str | None = None, resume: bool = False,
     if not resume:
         write_study(run_dir, study.to_yaml())
         check_budgets_feasible(study)
-    objective = Objective(study, run_dir, say)
+    objective = Objective(study, run_dir, say, latency_runner)
     if study.search.sampler == "grid":
         specs = space_specs(study)
         say(f"costing {len(specs)} distinct grid networks before training (params, FLOPs; latency side by side)")
@@ -92,7 +94,8 @@ def run_study(study: Study | str, output: str | None = None, resume: bool = Fals
     ``lkscale.search.trainable.train_candidate``; tests drive the whole search with fixed learning curves)."""
     from lkscale.search.baseline_tuning import train_baselines  # deferred: imports Ray
     from lkscale.search.tracking import check_tracking, log_run  # deferred: imports Ray
-    from lkscale.search.tuning import fit  # deferred: imports Ray
+    from lkscale.search.remote_latency import reserve  # deferred: imports Ray
+    from lkscale.search.tuning import fit, start_ray  # deferred: imports Ray
 
     say = progress or (lambda m: log.info(m))
     study = load_study(study) if isinstance(study, str) else study
@@ -104,8 +107,12 @@ def run_study(study: Study | str, output: str | None = None, resume: bool = Fals
             say(f"note: took over the run-folder lock left by {lock.took_over.describe()}, which is gone")
         if resume:  # damaged records: rebuilt from Optuna and Tune where they can be, else one clear error
             repair_record(output or study.output, say)
+        runner = None
+        if study.latency.resources:  # measured on the node that declares it: Ray first, that node reserved
+            start_ray(address, verbose, say)
+            runner = reserve(study, say)
         study, run_dir, tune_root, objective = prepare(study, output, resume, storage, optuna_url, trials, download,
-                                                       say)
+                                                       say, latency_runner=runner)
         t0 = time.time()
         ran = fit(study, run_dir, tune_root, objective, resume=resume, address=address, storage=storage,
             optuna_url=optuna_url, verbose=verbose, progress=progress, max_failures=max_failures,
@@ -116,6 +123,8 @@ def run_study(study: Study | str, output: str | None = None, resume: bool = Fals
                                say=say) if study.baselines else 0
         if ran or refs:  # a finished study resumed: nothing trained, the final latencies stand
             update_latencies(study, run_dir, objective, say)
+        if runner:
+            runner.release()
         write_summary(run_dir, study, seconds=time.time() - t0)
         if study.tracking.mlflow:  # final latencies and the run's files in MLflow (the CLI adds the report)
             log_run(study, run_dir)

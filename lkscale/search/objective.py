@@ -7,7 +7,9 @@ Optuna the budget constraints. Over budget: the Tune trial reports once and neve
 
 Latency is measured in quiet slots only: a grid is measured all together before training starts
 (:meth:`Objective.measure`); a sampled candidate is measured when it is drawn and flagged
-``provisional`` — the front is measured again side by side after training (``driver``).
+``provisional`` — the front is measured again side by side after training (``driver``). With
+``budgets.latency.resources`` the measurements run on the node that declares it (``latency_runner``,
+``lkscale.search.remote_latency``), which then records itself as ``latency_node``.
 """
 from __future__ import annotations
 
@@ -41,8 +43,10 @@ def latency_fields(res: Any) -> dict:
 class Objective:
     """Optuna define-by-run function: sample, build, cost. Picklable (Tune checkpoints the searcher)."""
 
-    def __init__(self, study: Study, run_dir: str, say: Callable[[str], None] | None = None):
+    def __init__(self, study: Study, run_dir: str, say: Callable[[str], None] | None = None,
+                 latency_runner: Callable | None = None):
         self.study = study
+        self.runner = latency_runner  # (specs, cfg) -> ({name: LatencyResult}, node); None: measured here
         self.run_dir = run_dir
         saved = read_costs(run_dir)
         self.costs: dict[str, dict] = saved.get("costs", {})      # spec name -> costs
@@ -71,10 +75,12 @@ class Objective:
             if self.say and lat_cfg.source == "measured":
                 self.say(f"measuring latency of {len(todo)} deploy form(s) side by side {label}({lat_cfg.runtime}, "
                          f"batch {lat_cfg.batch_size}, {lat_cfg.threads} thread(s), {lat_cfg.rounds} rounds)")
-            quiet = self._quiet_slot() if quiet_slot and lat_cfg.source == "measured" else None
-            res = latency_of(todo, lat_cfg)
+            # a remote node is reserved for measuring: this machine's load says nothing about it
+            quiet = self._quiet_slot() if quiet_slot and lat_cfg.source == "measured" and not self.runner else None
+            res, node = self.runner(todo, lat_cfg) if self.runner else (latency_of(todo, lat_cfg), "")
             for s in todo:
-                self.latency[s.without_reparam().name] = {**latency_fields(res[s.name]), "quiet": quiet}
+                self.latency[s.without_reparam().name] = {**latency_fields(res[s.name]), "quiet": quiet,
+                                                          "latency_node": node}
         for s in specs:
             if s.name in self.costs:
                 self.costs[s.name].update(self.latency[s.without_reparam().name])
@@ -130,5 +136,6 @@ class Objective:
             out["infeasible"] = "over budget: " + ", ".join(f"{k} {cost[k]:.4g} > {limits[k]:.4g}" for k in bad)
         out.update(spec=spec.to_json(), name=spec.name,
                    **{k: cost.get(k) for k in ("params", "deploy_params", "flops", "latency_ms", "latency_low_ms",
-                                               "latency_high_ms", "latency_runtime", "latency_source")})
+                                               "latency_high_ms", "latency_runtime", "latency_source",
+                                               "latency_node")})
         return out

@@ -8,14 +8,16 @@ Plain lines (stderr not a terminal) also get one line per finished epoch and a h
 minute (``LKSCALE_HEARTBEAT_S``; tests set a tiny interval): the running trials with their epoch and
 seconds per epoch, elapsed, and the estimate — so a log never goes silent while slow networks train.
 
-The estimate: each running trial's epochs left at its own observed seconds per epoch (or the plan's
-probe of that network, when the run folder holds the plan, else the pool below), never less than the
-time its current epoch has already taken; trials not started yet at the pool's seconds per epoch
-(every epoch observed so far, over all trials); the work divided by the trials at a time, and never
-less than the longest running trial's remainder. Pruning stops some trials early: an upper bound.
+The estimate: each running trial's epochs left at its own observed seconds per epoch (before its first
+epoch: the plan's probe of that network when the run folder holds the plan, :func:`plan_probe`, else the
+pool below), never less than the time its current epoch has already taken; trials not started yet at the
+pool's seconds per epoch (every epoch observed so far, over all trials; the plan's mean before any); the
+work divided by the trials at a time, and never less than the longest running trial's remainder. Pruning
+stops some trials early: an upper bound.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -37,6 +39,26 @@ def heartbeat_interval() -> float:
         return max(0.05, float(os.environ.get("LKSCALE_HEARTBEAT_S", HEARTBEAT_S)))
     except ValueError:
         return HEARTBEAT_S
+
+
+def plan_probe(run_dir: str) -> dict[str, float]:
+    """Seconds per epoch by network from ``RUN_DIR/plan.json`` (``lkscale plan STUDY --json > RUN_DIR/plan.json``
+    before the search): the two probed networks, and every other network of the plan interpolated between them
+    by FLOPs as the plan does. {} when the run folder holds no plan (or one without a probe)."""
+    try:
+        with open(os.path.join(run_dir, "plan.json")) as f:
+            plan = json.load(f)
+        probed = {k: float(v) for k, v in ((plan.get("estimate") or {}).get("seconds_per_epoch") or {}).items()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+    flops = {n["name"]: float(n["flops"]) for n in plan.get("networks") or [] if n.get("flops") is not None}
+    known = [(flops[k], v) for k, v in probed.items() if k in flops]
+    out = dict(probed)
+    if len(known) == 2 and known[0][0] != known[1][0]:
+        (f0, s0), (f1, s1) = sorted(known)
+        for name, f in flops.items():
+            out.setdefault(name, s0 + (s1 - s0) * (f - f0) / (f1 - f0))
+    return out
 
 
 def _epochs(r: dict) -> int:

@@ -38,7 +38,7 @@ def update_latencies(study: Study, run_dir: str, objective: Objective, say: Call
             f = lat[spec.without_reparam().name]
             t.row.update(latency_ms=f["latency_ms"], latency_low_ms=f["latency_low_ms"],
                          latency_high_ms=f["latency_high_ms"], latency_runtime=f["latency_runtime"],
-                         latency_source="measured-final")
+                         latency_source="measured-final", latency_node=f.get("latency_node", ""))
     write_trials(run_dir, [t.row for t in rows])
 
 

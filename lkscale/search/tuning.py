@@ -20,7 +20,7 @@ from lkscale.search.checks import check_resources
 from lkscale.search.confirm import confirm_hook
 from lkscale.search.ledger import Ledger
 from lkscale.search.objective import Objective
-from lkscale.search.progress import Progress
+from lkscale.search.progress import Progress, plan_probe
 from lkscale.search.recorder import Recorder
 from lkscale.search.resume import close_abandoned, reconcile, rung_history
 from lkscale.search.searcher import StudySearch
@@ -89,6 +89,14 @@ def _scheduler(study: Study, run_dir: str, resume: bool):
                           pruner=pr.pruner)
 
 
+def start_ray(address: str | None, verbose: bool, say: Callable[[str], None]) -> None:
+    """Start (or connect to) Ray once per process; before costing when latency runs on a cluster node."""
+    if not ray.is_initialized():
+        say("starting Ray" if not address else f"connecting to Ray at {address}")
+        ray.init(address=address, include_dashboard=False, logging_level=logging.INFO if verbose else logging.ERROR,
+                 log_to_driver=verbose, configure_logging=True)
+
+
 def fit(study: Study, run_dir: str, tune_root: str, objective: Objective, *, resume: bool, address: str | None,
         storage: str | None, optuna_url: str | None, verbose: bool, progress: Callable[[str], None] | None,
         max_failures: int, experiment: str, tensorboard: bool, say: Callable[[str], None],
@@ -97,10 +105,7 @@ def fit(study: Study, run_dir: str, tune_root: str, objective: Objective, *, res
     _quiet(verbose)
     if not tensorboard:
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    if not ray.is_initialized():
-        say("starting Ray" if not address else f"connecting to Ray at {address}")
-        ray.init(address=address, include_dashboard=False, logging_level=logging.INFO if verbose else logging.ERROR,
-                 log_to_driver=verbose, configure_logging=True)
+    start_ray(address, verbose, say)
     check_resources(study, ray.cluster_resources())
     store = optuna_storage(run_dir, optuna_url)
     resume_index = 0
@@ -133,7 +138,7 @@ def fit(study: Study, run_dir: str, tune_root: str, objective: Objective, *, res
                            grid_size=_grid_size(study))
     lines = progress or (lambda m: log.info(m))
     prog = Progress(lines, ledger.budget * study.search.replicates + len(ledger.jobs), int(study.proxy.epochs),
-                    study.search.concurrency, study.budgets.max_latency_ms)
+                    study.search.concurrency, study.budgets.max_latency_ms, probe=plan_probe(run_dir))
     recorder = Recorder(run_dir, int(study.proxy.epochs), study.proxy.seed, prog)
     tuner = tune.Tuner(
         trainable, param_space=param_space,
