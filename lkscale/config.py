@@ -174,6 +174,7 @@ class SearchConfig:
 class ResourceConfig:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0    # fractional: several trials share one GPU
+    memory_per_trial_mb: float | None = None  # a trial growing past this many MiB fails alone (lkscale.search.memory)
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,8 @@ RULES: dict[type, dict[str, dict]] = {
     SearchConfig: {"sampler": _R(kind="str", allowed=SAMPLERS), "trials": _R(kind="int", lo=1),
                    "concurrency": _R(kind="int", lo=1), "seed": _R(kind="int", lo=0),
                    "mode": _R(kind="str", allowed=MODES), "replicates": _R(kind="int", lo=1)},
-    ResourceConfig: {"cpus_per_trial": _R(kind="num", lo=0, strict=True), "gpus_per_trial": _R(kind="num", lo=0)},
+    ResourceConfig: {"cpus_per_trial": _R(kind="num", lo=0, strict=True), "gpus_per_trial": _R(kind="num", lo=0),
+                     "memory_per_trial_mb": _R(kind="num", lo=0, strict=True, optional=True)},
     TrackingConfig: {"mlflow": _R(kind="str", optional=True), "experiment": _R(kind="str", optional=True)},
     FidelityConfig: {"enabled": _R(kind="bool"), "sample": _R(kind="int", lo=3), "epochs": _R(kind="int", lo=1),
                      "train_per_class": _R(kind="int", lo=1, optional=True),

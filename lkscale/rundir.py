@@ -18,6 +18,7 @@ partial accuracy, infeasible ones were never trained, failed ones have none.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import logging
@@ -147,12 +148,36 @@ class RunDir:
         return self.file(FIDELITY_PNG)
 
 
+_writes = 0  # atomic writes by this process (``LKSCALE_FAULT=enospc-after:N`` counts them)
+
+
 def atomic_write(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder (readers never see half a file)."""
+    """Write ``text`` to ``path`` through a temporary file in the same folder (readers never see half a file).
+    A write that fails (a full disk, a quota) leaves the previous file as it was, removes the temporary one,
+    and raises OSError saying which file and that its previous version is intact.
+
+    ``LKSCALE_FAULT=enospc-after:N`` (tests only): every write after the first N of this process fails
+    with ENOSPC, half-way through, as a full disk would."""
+    global _writes
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    _writes += 1
+    fault = os.environ.get("LKSCALE_FAULT", "")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            if fault.startswith("enospc-after:") and _writes > int(fault.split(":")[1]):
+                f.write(text[: len(text) // 2])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        state = f"the previous {os.path.basename(path)} is intact" if os.path.exists(path) else "nothing was written"
+        raise OSError(e.errno, f"could not write {path}: {e.strerror or e}; {state}") from None
 
 
 @dataclass

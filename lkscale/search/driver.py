@@ -48,6 +48,15 @@ def _run_folder(study: Study, output: str | None, resume: bool, storage: str | N
     return run_dir, tune_root
 
 
+def _never_started(output: str, storage: str | None, optuna_url: str | None) -> bool:
+    """A run folder whose first run stopped before its search began (say, a full disk while costing): its
+    study.yaml is there, but no Optuna journal and no tune/ folder; ``--resume`` starts it."""
+    d = RunDir(os.path.abspath(output))
+    tune_root = os.path.abspath(storage) if storage and "://" not in storage else d.path
+    return (not optuna_url and not (storage and "://" in storage) and os.path.isfile(d.study_yaml)
+            and not os.path.isfile(d.optuna_journal) and not os.path.isdir(os.path.join(tune_root, "tune")))
+
+
 def _experiment_name(tune_root: str, resume: bool, storage: str | None) -> str:
     return tune_experiment(tune_root, resume, remote=bool(storage and "://" in storage))
 
@@ -105,6 +114,9 @@ def run_study(study: Study | str, output: str | None = None, resume: bool = Fals
     with RunLock(output or study.output, "search --resume" if resume else "search") as lock:  # one driver per folder
         if lock.took_over:
             say(f"note: took over the run-folder lock left by {lock.took_over.describe()}, which is gone")
+        if resume and _never_started(output or study.output, storage, optuna_url):
+            say("note: the first run stopped before its search began (no tune/ folder, no Optuna journal): starting it")
+            resume = False
         if resume:  # damaged records: rebuilt from Optuna and Tune where they can be, else one clear error
             repair_record(output or study.output, say)
         runner = None

@@ -8,6 +8,7 @@ run folder (``lkscale.weights``); on a cluster they also travel as a Tune checkp
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -26,6 +27,7 @@ from lkscale.config import DataConfig, TrainConfig, from_dict
 from lkscale.data import load_splits
 from lkscale.model import build_model
 from lkscale.rundir import RunDir
+from lkscale.search.memory import is_out_of_memory, out_of_memory_reason, trial_memory_limit
 from lkscale.search.staging import node_data, node_id
 from lkscale.spec import ArchSpec
 from lkscale.train import train_model
@@ -94,7 +96,10 @@ def train_candidate(config: dict, data_stage: dict | None = None) -> None:
     threads = max(1, int(config["cpus_per_trial"]))
     torch.set_num_threads(threads)  # Ray sets OMP_NUM_THREADS=1 in workers
     t0, history = time.time(), []
+    memory_mb = config.get("memory_mb")  # resources.memory_per_trial_mb: past it, this trial fails alone
+    limit = contextlib.ExitStack()
     try:
+        limit.enter_context(trial_memory_limit(memory_mb))
         data, proxy = replicate_configs(from_dict(DataConfig, config["data"]), from_dict(TrainConfig, config["proxy"]),
                                         base["replicate"], threads)
         splits = load_splits(node_data(data, data_stage))
@@ -120,11 +125,13 @@ def train_candidate(config: dict, data_stage: dict | None = None) -> None:
                 shutil.rmtree(ckpt, ignore_errors=True)
 
         result = train_model(model, splits, proxy, callback=on_epoch)
+        limit.close()
         if result.status == "nan":
             tune.report({**base, "epoch": result.epochs_done, "failed": True, "val_acc_epochs": json.dumps(history),
                          "error": result.message or "loss became NaN/inf", "seconds": time.time() - t0})
     except Exception as e:  # noqa: BLE001 - recorded as a failed trial; the study goes on
-        msg = f"{type(e).__name__}: {e}"
+        limit.close()
+        msg = out_of_memory_reason(e, memory_mb) if is_out_of_memory(e) else f"{type(e).__name__}: {e}"
         log.warning("trial failed: %s\n%s", msg, traceback.format_exc())
         tune.report({**base, "epoch": len(history), "failed": True, "error": msg[:500],
                      "val_acc_epochs": json.dumps(history), "seconds": time.time() - t0})

@@ -62,7 +62,9 @@ def make_sampler(study: Study, resume_index: int = 0):
     g = space_grid(study.space)
     if not g:
         raise StudyError("search.sampler", "grid: the space has no choices to enumerate")
-    return _TuneGridSampler(g, seed=seed)
+    # the grid keeps the first run's seed: GridSampler shuffles its points by the seed and records each trial's
+    # grid_id in that order, so a resumed grid under another seed skips points (found by tests/test_faults.py)
+    return _TuneGridSampler(g, seed=s.seed)
 
 
 def trial_dirname(trial) -> str:
@@ -122,7 +124,8 @@ def fit(study: Study, run_dir: str, tune_root: str, objective: Objective, *, res
     r = study.resources
     proxy = study.proxy if r.gpus_per_trial else dataclasses.replace(study.proxy, device="cpu")  # no GPU asked: none used
     param_space = {"run_dir": run_dir, "data": to_dict(study.data), "proxy": to_dict(proxy),
-                   "cpus_per_trial": r.cpus_per_trial, "weights_checkpoint": bool(address)}
+                   "cpus_per_trial": r.cpus_per_trial, "weights_checkpoint": bool(address),
+                   "memory_mb": r.memory_per_trial_mb}
     trainable = trainable or train_candidate
     if address:  # a cluster: nodes without the data root get it from the object store (once per node)
         stage = data_stage_payload(study.data)

@@ -1,0 +1,395 @@
+"""Faults injected on purpose, and what survives them: a small grid search with fixed learning curves
+(tests/curves.py, so Ray Tune, Optuna, the recorder and resume run for real in seconds) is hit by a full
+disk while writing its record, a second driver, SIGKILL of the driver (alone, or with its whole process
+group as a lost node), SIGKILL of a trial worker and SIGINT; each run after a fault is ``--resume``. The
+final record must equal an uninterrupted run's set of networks and replicates, nothing finished is trained
+again, and Optuna agrees with ``trials.csv``. Also: a corrupted dataset cache is detected and rebuilt, a
+trial over its memory limit fails alone.
+
+Run as a script, this file is the driver under test: ``python tests/test_faults.py search STUDY --output
+DIR [--resume] --no-report`` is ``lkscale search`` with the fixed-curve trainable.
+``benchmarks/fault_injection.py`` runs the same scenarios at a larger count and writes
+``benchmarks/results/faults.json``.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+KERNELS = [[3, 3, 3], [5, 5, 3], [7, 7, 3], [9, 7, 3], [13, 7, 3]]
+RUN_TIMEOUT_S = 240
+
+
+# ------------------------------------------------------------------------------------------ the scenario
+def study_file(folder: str, name: str = "faults", replicates: int = 2) -> str:
+    import yaml
+
+    raw = {"name": name,
+           "space": {"stem_stride": 2, "block": "replk", "kernels": KERNELS, "reparam": [[], [3]],
+                     "stages": [{"depth": 1, "width": 16}, {"depth": 1, "width": 32}, {"depth": 1, "width": 32}]},
+           "data": {"dataset": "synthetic", "train_per_class": 4, "val_per_class": 2},
+           "proxy": {"epochs": 2},
+           "budgets": {"latency": {"runtime": "torch", "rounds": 2, "repeats": 2}},
+           "search": {"sampler": "grid", "trials": 10, "concurrency": 2, "seed": 0, "replicates": replicates,
+                      "pruning": {"scheduler": "none"}}}
+    path = os.path.join(folder, f"{name}.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(raw, f)
+    return path
+
+
+def expected(study: str) -> set[tuple[str, int]]:
+    """(network, replicate) of an uninterrupted run: every distinct grid network, every replicate."""
+    from lkscale.search.checks import space_specs
+    from lkscale.study import load_study
+
+    s = load_study(study)
+    return {(n, r) for n in space_specs(s) for r in range(s.search.replicates)}
+
+
+def start(study: str, out: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    e = dict(os.environ, **(env or {}))
+    return subprocess.Popen([sys.executable, __file__, "search", study, "--output", out, "--no-report", *extra],
+                            cwd=REPO, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = RUN_TIMEOUT_S) -> tuple[int, str]:
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        _, err = proc.communicate()
+        return -1, err
+    return proc.returncode, err
+
+
+def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def session_pids(sid: int) -> list[int]:
+    """Processes of a session (the driver and the local Ray it started), from /proc."""
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if os.getsid(int(p)) == sid:
+                    out.append(int(p))
+            except OSError:
+                pass
+    return out
+
+
+def reap(proc: subprocess.Popen, wait_s: float = 10.0) -> None:
+    """After the driver died: let its Ray notice (as a crash would leave it), then clear what is left."""
+    deadline = time.time() + wait_s
+    while time.time() < deadline and len(session_pids(proc.pid)) > 0:
+        time.sleep(0.5)
+    kill_group(proc)
+    proc.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and session_pids(proc.pid):
+        time.sleep(0.2)
+
+
+def rows(out: str) -> list:
+    from lkscale.rundir import read_trials
+
+    try:
+        return read_trials(out, strict=True)
+    except FileNotFoundError:
+        return []
+
+
+def done(out: str) -> set[tuple[str, int]]:
+    return {(t.name, int(t.get("replicate") or 0)) for t in rows(out) if t.state == "complete"}
+
+
+def wait_for(cond, timeout: float = 120.0, step: float = 0.2) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if cond():
+                return True
+        except Exception:  # noqa: BLE001 - a file being replaced: try again
+            pass
+        time.sleep(step)
+    return False
+
+
+def trained(log: str) -> list[tuple[str, int]]:
+    if not os.path.isfile(log):
+        return []
+    with open(log) as f:
+        return [(a, int(b)) for a, b in (line.split() for line in f if line.strip())]
+
+
+def trial_workers(sid: int) -> list[int]:
+    """Ray worker processes of the session that run a trial (their title names the trainable)."""
+    out = []
+    for pid in session_pids(sid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if cmd.startswith("ray::ImplicitFunc") or "curve_trainable" in cmd.split("\0")[0]:
+            out.append(pid)
+    return out
+
+
+def check_record(out: str, study: str, log: str, finished_before: set) -> dict:
+    """The final record against an uninterrupted run's: the same (network, replicate) set, each once;
+    nothing finished before a fault trained again; Optuna agrees with trials.csv. Returns the counts."""
+    import optuna
+
+    from lkscale.search import optuna_storage
+
+    want = expected(study)
+    rs = rows(out)
+    got = [(t.name, int(t.get("replicate") or 0)) for t in rs if t.state == "complete"]
+    assert set(got) == want, (sorted(want - set(got)), sorted(set(got) - want))
+    assert len(got) == len(set(got)), "a (network, replicate) recorded twice"
+    assert not [t for t in rs if t.state in ("running", "failed")], [(t.name, t.state) for t in rs]
+    counts = {}
+    for k in trained(log):
+        counts[k] = counts.get(k, 0) + 1
+    again = {k: counts[k] for k in finished_before if counts.get(k, 0) > 1}
+    assert not again, f"finished before a fault, trained again: {again}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ot = optuna.load_study(study_name="faults", storage=optuna_storage(out)).trials
+    assert not [t.number for t in ot if t.state.name in ("RUNNING", "WAITING")]
+    complete = {}
+    for t in ot:
+        if t.state.name == "COMPLETE" and t.user_attrs.get("name"):
+            complete.setdefault(t.user_attrs["name"], []).append(t)
+    names = {n for n, _ in want}
+    assert set(complete) == names, (sorted(names - set(complete)), sorted(set(complete) - names))
+    for n, ts in complete.items():
+        assert len(ts) == 1, f"{n}: {len(ts)} COMPLETE Optuna trials"
+        accs = [float(t.val_acc) for t in rs if t.name == n and t.state == "complete"]
+        assert abs(ts[0].values[0] - sum(accs) / len(accs)) < 1e-9, (n, ts[0].values, accs)
+    return {"networks": len(names), "replicates": len(got), "optuna_trials": len(ot)}
+
+
+FAULT_NAMES = {"enospc": "full disk while writing the record", "sigkill": "driver SIGKILL",
+               "sigkill-group": "driver + its Ray SIGKILL (node lost)", "sigint": "SIGINT (Ctrl-C)",
+               "worker": "trial worker SIGKILL", "second": "second driver on the folder"}
+
+
+def chain(tmp: str, faults: list[str], seed: int = 0, say=lambda m: None) -> dict:
+    """One search hit by ``faults`` in turn (each but ``worker`` ends a run; the next run is --resume), then
+    resumed to the end; a second driver is started while the first run holds the folder. Every fault is
+    checked where it strikes (exit codes, messages, the record still whole) and the final record against an
+    uninterrupted run's (``check_record``). Returns the faults injected, in order, and the record's counts."""
+    rng = random.Random(seed)
+    study = study_file(tmp)
+    out = os.path.join(tmp, "run")
+    log = os.path.join(tmp, "trained.log")
+    env = {"CURVES_LOG": log, "CURVES_SLEEP": "0.15", "LKSCALE_CACHE": os.path.join(tmp, "cache")}
+    total = len(expected(study))
+    injected: list[str] = []
+    finished_before: set = set()
+    for i, fault in enumerate(faults + [None]):
+        k = rng.randint(0, total - 2)  # the fault strikes after k more finished trials (and a random moment)
+        fenv = dict(env, LKSCALE_FAULT=f"enospc-after:{rng.randint(2, 12)}") if fault == "enospc" else env
+        before = done(out) if os.path.isdir(out) else set()
+        proc = start(study, out, *(("--resume",) if i else ()), env=fenv)
+        if i == 0:  # a second driver while the first holds the folder: refused at once, exit 2, one line
+            assert wait_for(lambda: os.path.exists(os.path.join(out, ".lkscale.owner.json")), 120)
+            rc2, err2 = finish(start(study, out, "--resume", env=env), 120)
+            assert rc2 == 2 and "is in use by lkscale search" in err2 and len(err2.strip().splitlines()) == 1, \
+                (rc2, err2[-2000:])
+            injected.append("second")
+        if fault in ("sigkill", "sigkill-group", "sigint", "worker"):
+            wait_for(lambda: len(done(out) - before) >= k or proc.poll() is not None, 120)
+            time.sleep(rng.uniform(0, 0.6))
+            if proc.poll() is not None:  # the run ended before the fault could strike: nothing injected
+                rc, err = finish(proc)
+                assert rc == 0, err[-3000:]
+                continue
+        if fault == "worker":  # Ray retries the trial; the search goes on in the same run
+            pids: list[int] = []
+            deadline = time.time() + 60
+            while not pids and proc.poll() is None and time.time() < deadline:
+                pids = trial_workers(proc.pid)
+                time.sleep(0.05)
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)
+                injected.append(fault)
+            rc, err = finish(proc)
+            assert rc == 0, err[-3000:]
+            continue
+        if fault == "sigkill":  # the driver alone (its local Ray is left to notice, as after a crash)
+            os.kill(proc.pid, signal.SIGKILL)
+            reap(proc)
+        elif fault == "sigkill-group":  # the driver with its whole process group (a node lost)
+            kill_group(proc)
+            reap(proc, 0)
+        elif fault == "sigint":  # Ctrl-C in a terminal: the whole foreground group
+            kill_group(proc, signal.SIGINT)
+            finish(proc, 90)
+            reap(proc, 0)
+        else:
+            rc, err = finish(proc)
+            if fault == "enospc" and rc != 0:
+                assert rc == 1 and "No space left on device" in err and "is intact" in err, err[-3000:]
+                rows(out)  # the record on disk still reads, every row whole (strict)
+            else:
+                assert rc == 0, err[-3000:]
+                if fault:  # the run wrote less than the fault waited for: nothing was injected
+                    continue
+        if fault:
+            injected.append(fault)
+            finished_before |= done(out)
+            say(f"fault {len(injected)}: {FAULT_NAMES[fault]} with {len(done(out))}/{total} trials finished")
+    return {"injected": injected, "record": check_record(out, study, log, finished_before)}
+
+
+# ------------------------------------------------------------------------------------------ pytest
+if __name__ != "__main__":
+    import pytest
+
+    @pytest.mark.slow
+    def test_faults_chain_resumes_to_the_uninterrupted_record(tmp_path):
+        """A full disk, a second driver, SIGKILL of the driver, SIGKILL of a trial worker and Ctrl-C, each
+        followed by --resume: the record ends as an uninterrupted run's."""
+        res = chain(str(tmp_path), ["enospc", "sigkill", "worker", "sigint"], seed=int(os.environ.get("FAULT_SEED", 1)),
+                    say=print)
+        n = len(res["injected"])
+        assert n >= 4, res  # the second driver, the driver SIGKILL, Ctrl-C, and mostly the full disk and the worker
+        print(f"faults injected {n}, survived {n}, records compared 1: {json.dumps(res)}")
+
+    def test_full_disk_leaves_the_previous_record_and_says_so(tmp_path, monkeypatch):
+        from lkscale.rundir import read_trials, update_summary, write_costs, write_trials
+
+        run = str(tmp_path)
+        write_trials(run, [{"trial_id": "a", "number": 0, "name": "n0", "state": "complete", "val_acc": 0.5}])
+        update_summary(run, {"trials": 1})
+        write_costs(run, {"n0": {"params": 1}})
+        before = {f: open(os.path.join(run, f)).read() for f in ("trials.csv", "summary.json", "costs.json")}
+        monkeypatch.setenv("LKSCALE_FAULT", "enospc-after:0")
+        for write in (lambda: write_trials(run, [{"trial_id": "b", "number": 1, "name": "n1", "state": "complete"}]),
+                      lambda: update_summary(run, {"trials": 2}), lambda: write_costs(run, {})):
+            with pytest.raises(OSError) as e:
+                write()
+            assert e.value.errno == 28 and "No space left on device" in str(e.value) and "is intact" in str(e.value)
+        assert {f: open(os.path.join(run, f)).read() for f in before} == before
+        assert sorted(os.listdir(run)) == sorted(before)  # no temporary file left behind
+        assert [t.name for t in read_trials(run, strict=True)] == ["n0"]
+
+    def test_corrupted_dataset_cache_is_detected_and_rebuilt(tmp_path, caplog):
+        import numpy as np
+
+        from lkscale.data.cache import cached_arrays
+
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "data.bin").write_bytes(b"x" * 10)
+        calls = []
+
+        def decode():
+            calls.append(1)
+            return {"train_x": np.arange(4000, dtype=np.uint8).reshape(40, 100), "train_y": np.arange(40),
+                    "classes": ["a", "b"]}
+
+        cache = tmp_path / "cache"
+        first = cached_arrays("t", src, decode, [src], cache)
+        folder = next(p for p in cache.iterdir() if p.is_dir())
+        for corrupt in (lambda: (folder / "train_x.npy").write_bytes((folder / "train_x.npy").read_bytes()[:300]),
+                        lambda: (folder / "meta.json").write_text("{not json"),
+                        lambda: (folder / "train_x.npy").write_bytes(b"garbage")):
+            corrupt()
+            again = cached_arrays("t", src, decode, [src], cache)
+            assert np.array_equal(again["train_x"], first["train_x"]) and again["classes"] == ["a", "b"]
+        assert len(calls) == 4  # decoded once, then once after each corruption: detected, rebuilt
+        assert "unreadable cache" in caplog.text or len(calls) == 4
+
+    def test_trial_over_its_memory_limit_fails_alone_with_the_reason(tmp_path, monkeypatch):
+        """resources.memory_per_trial_mb: the real trainable, given a tiny limit, reports a failed trial that
+        says it ran out of memory (Tune records it, the search goes on); without the limit it trains. The
+        limited runs are in a forked child: a trial's process ends with its trial, as a Ray actor's does."""
+        import numpy as np
+        import ray.tune
+
+        import lkscale.search.trainable as trainable
+        from lkscale.config import DataConfig, TrainConfig, to_dict
+        from lkscale.search.memory import trial_memory_limit
+        from lkscale.spec import ArchSpec
+
+        spec = ArchSpec.from_json(json.dumps({
+            "stem": {"family": "replk", "stride": 2}, "downsample": "replk", "head": "replk",
+            "stages": [{"block": "replk", "depth": 1, "width": 16, "kernel": 3},
+                       {"block": "replk", "depth": 1, "width": 32, "kernel": 3},
+                       {"block": "replk", "depth": 1, "width": 32, "kernel": 3}]}))
+        reports = []
+        monkeypatch.setattr(ray.tune, "report", lambda metrics, checkpoint=None: reports.append(metrics))
+        monkeypatch.setattr(trainable, "node_id", lambda: "test")  # no Ray runtime needed
+        data = DataConfig(dataset="synthetic", train_per_class=8, val_per_class=4, input_size=32)
+        cfg = {"spec": spec.to_json(), "name": spec.name, "data": to_dict(data),
+               "proxy": to_dict(TrainConfig(epochs=1, batch_size=64, device="cpu")), "cpus_per_trial": 1,
+               "run_dir": str(tmp_path), "replicate": 1}  # replicate 1: no weights written
+        trainable.train_candidate(cfg)
+        assert not reports[-1]["failed"] and reports[-1]["epoch"] == 1, reports[-1]
+        result = tmp_path / "child.json"
+        pid = os.fork()
+        if pid == 0:  # the child: the limit, then the trial with its limit
+            out = {}
+            try:
+                with trial_memory_limit(32):
+                    try:
+                        np.ones(256 * 2 ** 20, dtype=np.uint8)  # 256 MiB past a 32 MiB limit
+                    except MemoryError:
+                        out["refused"] = True
+                out["lifted"] = int(np.ones(256 * 2 ** 20, dtype=np.uint8).sum()) == 256 * 2 ** 20
+                reports.clear()
+                wide = json.loads(cfg["spec"])
+                for st, w in zip(wide["stages"], (64, 128, 256)):  # 4-8x the activations just trained: new memory
+                    st["width"] = w
+                trainable.train_candidate({**cfg, "spec": json.dumps(wide), "memory_mb": 0.5})
+                out["report"] = {k: reports[-1][k] for k in ("failed", "error")}
+            except BaseException as e:  # noqa: BLE001 - said in the parent's assertion
+                out["raised"] = repr(e)
+            finally:
+                try:
+                    result.write_text(json.dumps(out))
+                finally:
+                    os._exit(0)
+        os.waitpid(pid, 0)
+        out = json.loads(result.read_text())
+        assert out.get("refused") and out.get("lifted"), out
+        assert out["report"]["failed"] and out["report"]["error"].startswith(
+            "out of memory: training this candidate needed more than its limit of 0.5 MiB"), out
+
+
+# ------------------------------------------------------------------------------------------ the driver
+def main(argv: list[str]) -> int:
+    """``lkscale <argv>`` with the fixed-curve trainable in place of proxy training."""
+    sys.path.insert(0, HERE)
+    import ray.cloudpickle
+
+    import curves
+    import lkscale.search
+    import lkscale.search.objective
+    from lkscale.cli import main as cli_main
+
+    ray.cloudpickle.register_pickle_by_value(curves)
+    lkscale.search.objective.QUIET_WAIT_S = 0.0  # no waiting for a quiet machine to time latencies: not tested here
+    lkscale.search.run_study = functools.partial(lkscale.search.run_study, trainable=curves.curve_trainable)
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
