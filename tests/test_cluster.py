@@ -480,7 +480,7 @@ def test_latency_measured_on_the_node_that_declares_the_resource(cluster):
     measured = [r for r in rows if r["latency_ms"]]
     assert len(rows) == 1 and measured, [(r["state"], r["error"]) for r in rows]
     for r in measured:
-        assert r["latency_node"].split()[0] == id_b, r["latency_node"]  # "<node id> <host name> <address>"
+        assert r["latency_node"].split()[:1] == [id_b], r["latency_node"]  # "<node id> <host name> <address>"
     assert all(r["node"] == id_a for r in rows if r["state"] in ("complete", "pruned"))  # B only measures
     assert any(r["latency_source"] == "measured-final" for r in rows)
     costs = json.load(open(os.path.join(run_dir, "costs.json")))
