@@ -39,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
     reach = unreachable(study)  # a block family or choice no point builds: the search refuses to start
     plan["unreachable"] = [{"knob": u.knob, "value": u.value, "points": u.points, "reason": u.reason,
                             "text": u.describe()} for u in reach.unreachable]
-    plan["baselines"] = baseline_costs(study) if not args.no_latency else \
-        [{"name": b.name} for b in study.baselines]
+    plan["baselines"] = baseline_costs(study, latency=not args.no_latency)  # references: cost, latency
     if args.json:
         print(json.dumps(plan, indent=2, default=str))
         return 0
@@ -61,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
                    f"{r['flops'] / 1e6:>7.1f}M {lat:>17}  {'OVER: ' + ', '.join(r['over_budget']) if r['over_budget'] else 'ok'}")
     for b in plan["baselines"]:
         if "params" in b:
-            lat = f"{b['latency_ms']:.3f} [{b['latency_low_ms']:.3f}-{b['latency_high_ms']:.3f}]"
+            lat = f"{b['latency_ms']:.3f} [{b['latency_low_ms']:.3f}-{b['latency_high_ms']:.3f}]" \
+                if b.get("latency_ms") is not None else "-"
             out.append(f"{'baseline ' + b['name']:<52} {'':<14} {b['params'] / 1e6:>7.2f}M {b['flops'] / 1e6:>7.1f}M "
                        f"{lat:>17}  {'OVER: ' + ', '.join(b['over_budget']) if b['over_budget'] else 'ok'} (reference)")
     res = plan["resources"]

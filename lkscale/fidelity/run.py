@@ -145,9 +145,10 @@ def statistics(plan: Plan) -> dict:
     pcfg = from_dict(PruningConfig, pr)  # the study's pruning, its defaults filled in
     rf = float(pcfg.reduction_factor)
     rungs = pcfg.rungs(plan.proxy_epochs)
-    first = [t for t in run.trials if int(t.get("replicate") or 0) == 0]
+    searched = [t for t in run.trials if t.get("role") != "baseline"]  # a study's baselines were never searched
+    first = [t for t in searched if int(t.get("replicate") or 0) == 0]
     truth = {r["name"]: float(r["high_acc"]) for r in rows if r.get("state") == "complete" and r.get("high_acc") is not None}
-    replayed = replay_rules(run.trials, truth, (1, 2, int(pcfg.grace_epochs)), rf, seed=cfg.seed)
+    replayed = replay_rules(searched, truth, (1, 2, int(pcfg.grace_epochs)), rf, seed=cfg.seed)
     return {
         "settings": {**to_dict(cfg), "proxy_epochs": plan.proxy_epochs,
                      "proxy_train_per_class": (run.study.get("data") or {}).get("train_per_class"),

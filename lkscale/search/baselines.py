@@ -30,7 +30,8 @@ COST_KEYS = ("params", "deploy_params", "flops", "latency_ms", "latency_low_ms",
              "latency_runtime", "latency_source")
 
 
-def prepare_baselines(study: Study, objective: Objective, say: Callable[[str], None], quiet: bool = True) -> None:
+def prepare_baselines(study: Study, objective: Objective, say: Callable[[str], None], quiet: bool = True,
+                      latency: bool = True) -> None:
     """Check that every baseline runs on the study's images; cost it; measure its latency side by side."""
     if not study.baselines:
         return
@@ -49,17 +50,18 @@ def prepare_baselines(study: Study, objective: Objective, say: Callable[[str], N
                                        "deploy_name": b.name}
     say(f"baselines: {', '.join(b.name for b in study.baselines)} (trained after the search, "
         f"{study.search.replicates} replicate(s) each)")
-    objective.measure(list(study.baselines), label="(baselines, before training) ", quiet_slot=quiet)
+    if latency:
+        objective.measure(list(study.baselines), label="(baselines, before training) ", quiet_slot=quiet)
 
 
-def baseline_costs(study: Study) -> list[dict]:
+def baseline_costs(study: Study, latency: bool = True) -> list[dict]:
     """For ``lkscale plan``: each baseline's params, multiply-adds and latency (its deploy form, the study's
     protocol, the baselines side by side), and which budgets it is over. A baseline that cannot run on the
     study's images raises StudyError, as the search would."""
     if not study.baselines:
         return []
     objective = _Costs(study)
-    prepare_baselines(study, objective, lambda m: None, quiet=False)
+    prepare_baselines(study, objective, lambda m: None, quiet=False, latency=latency)
     limits = study.budgets.limits()
     rows = []
     for b in study.baselines:
