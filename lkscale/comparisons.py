@@ -147,7 +147,8 @@ def sd_floor(resolution: float | None) -> float:
 def decide_arrays(d, margin: float, alpha: float = 0.05, resolution: float | None = None) -> dict:
     """:func:`decide` on paired differences ``d`` of shape (..., n), vectorised over the leading axes.
 
-    Returns arrays ``diff, low, high, sd, p_better, p_worse, p_equivalent`` and ``verdict`` (an index
+    Returns arrays ``diff, low, high, sd, p_better, p_worse, p_equivalent``, ``p_below_margin`` (the
+    one-sided test of ``diff < margin``: not better by the margin or more) and ``verdict`` (an index
     into :data:`VERDICTS`). Needs n >= 2.
     """
     d = np.asarray(d, dtype=float)
@@ -170,8 +171,9 @@ def decide_arrays(d, margin: float, alpha: float = 0.05, resolution: float | Non
     verdict = np.where(p_better <= alpha, 0, verdict)
     verdict = np.where(p_worse <= alpha, 1, verdict)
     verdict = np.where(p_eq <= alpha, 2, verdict)
+    p_below = np.where(zero, np.where(mean < margin, 0.0, 1.0), sps.t.cdf(t_hi, df))
     return {"diff": mean, "low": mean - half, "high": mean + half, "sd": sd, "p_better": p_better,
-            "p_worse": p_worse, "p_equivalent": p_eq, "verdict": verdict}
+            "p_worse": p_worse, "p_equivalent": p_eq, "p_below_margin": p_below, "verdict": verdict}
 
 
 def decide(a, b, margin: float, alpha: float = 0.05, resolution: float | None = None,
@@ -190,7 +192,7 @@ def decide(a, b, margin: float, alpha: float = 0.05, resolution: float | None = 
     if len(d) < 2:
         return Decision("undecided", float(d.mean()) if len(d) else nan, nan, nan, len(d), nan, nan, nan, nan,
                         float(margin), float(alpha), None)
-    r = {k: float(v) for k, v in decide_arrays(d, margin, alpha, resolution).items()}
+    r = {k: float(v) for k, v in decide_arrays(d, margin, alpha, resolution).items() if k != "p_below_margin"}
     verdict = VERDICTS[int(r["verdict"])]
     need = decision_replicates(r["sd"], margin, r["diff"], alpha, power) if verdict == "undecided" else None
     return Decision(verdict, r["diff"], r["low"], r["high"], len(d), r["sd"], r["p_better"], r["p_worse"],

@@ -15,9 +15,9 @@ from typing import Any, Mapping
 import yaml
 
 from lkscale.baselines import BaselineError, parse_baselines
-from lkscale.config import (NESTED, RULES, BudgetConfig, ConfigError, ConfirmConfig, DataConfig, FidelityConfig,
-                            LatencyConfig, PruningConfig, ResourceConfig, SearchConfig, TrackingConfig, TrainConfig,
-                            build, to_dict)
+from lkscale.config import (NESTED, RULES, AnalysisConfig, BudgetConfig, ConfigError, ConfirmConfig, DataConfig,
+                            FidelityConfig, LatencyConfig, PruningConfig, ResourceConfig, SearchConfig, TrackingConfig,
+                            TrainConfig, build, to_dict)
 from lkscale.space import Knob, SpaceConfig, candidate, grid, grid_points
 from lkscale.spec import KNOWN_BLOCKS
 
@@ -96,6 +96,7 @@ class Study:
     fidelity: FidelityConfig | None = None  # retrain a sample at higher fidelity after the search
     tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow (``tracking:``; --mlflow)
     baselines: tuple = ()  # lkscale.baselines.Baseline: reference networks trained beside the candidates
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)  # margin and error rates of the report's verdicts
 
     @property
     def latency(self) -> LatencyConfig:
@@ -119,7 +120,8 @@ class Study:
                 "search": search, "resources": fields(self.resources, ResourceConfig), "output": self.output,
                 **({"fidelity": fields(self.fidelity, FidelityConfig)} if self.fidelity else {}),
                 **({"tracking": fields(self.tracking, TrackingConfig)} if self.tracking.mlflow else {}),
-                **({"baselines": [b.name for b in self.baselines]} if self.baselines else {})}
+                **({"baselines": [b.name for b in self.baselines]} if self.baselines else {}),
+                "analysis": fields(self.analysis, AnalysisConfig)}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.resolved(), sort_keys=False)
@@ -156,7 +158,7 @@ def parse_study(raw: Any, source: str | None = None, record: bool = False) -> St
     if not isinstance(raw, Mapping):
         raise StudyError("study", f"expected a mapping at the top level, got {type(raw).__name__}")
     allowed = {"name", "description", "space", "data", "proxy", "budgets", "search", "resources", "output", "fidelity",
-               "tracking", "baselines"}
+               "tracking", "baselines", "analysis"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise StudyError(unknown[0], f"unknown section; allowed: {', '.join(sorted(allowed))}")
@@ -178,6 +180,7 @@ def parse_study(raw: Any, source: str | None = None, record: bool = False) -> St
         fidelity = build(FidelityConfig, _section(raw, "fidelity"), "fidelity") if raw.get("fidelity") is not None \
             else None
         tracking = build(TrackingConfig, _section(raw, "tracking"), "tracking")
+        analysis = build(AnalysisConfig, _section(raw, "analysis"), "analysis")
     except ConfigError as e:
         raise StudyError(e.field_path, str(e).split(": ", 1)[1]) from None
     if search.mode == "scaling" and search.sampler != "grid":
@@ -196,7 +199,7 @@ def parse_study(raw: Any, source: str | None = None, record: bool = False) -> St
     study = Study(name=name, description=str(raw.get("description", "")), space=space, data=data, proxy=proxy,
                   budgets=budgets, search=search, resources=resources, output=output, source=source,
                   raw_space=copy.deepcopy(dict(raw.get("space") or {})), fidelity=fidelity,
-                  tracking=tracking, baselines=baselines)
+                  tracking=tracking, baselines=baselines, analysis=analysis)
     if not record:
         check_space_builds(study)
     return study

@@ -156,9 +156,10 @@ def test_topk_recall_brute_force():
 
 @pytest.mark.parametrize("model,true", [("exp", (53.0, 6.0, 5.0)), ("power", (54.0, 9.0, 0.8))])
 def test_saturating_fit_recovers_a_known_curve_and_its_band_covers_it(model, true):
+    """Independent noise (nothing shared): band and asymptote interval cover the truth near nominal."""
     fn = CURVES[model][0]
     ks = np.array([3, 5, 7, 9, 13, 17, 25, 31], dtype=float)
-    covered = []
+    covered, asym_hit = [], []
     for seed in range(40):
         rng = np.random.default_rng(seed)
         x = np.repeat(ks, 4)
@@ -167,8 +168,10 @@ def test_saturating_fit_recovers_a_known_curve_and_its_band_covers_it(model, tru
         lo, hi = fit.band(ks)
         covered.append(np.mean((lo <= fn(ks, *true)) & (fn(ks, *true) <= hi)))
         asym = fit.asymptote()
-        assert asym.low < asym.estimate < asym.high
+        asym_hit.append(asym.low <= true[0] <= asym.high)
     assert np.mean(covered) > 0.85  # nominal 95% pointwise; the delta method is approximate
+    if model == "exp":  # the report's model; a power law's asymptote is an extrapolation (~64% when identifiable)
+        assert np.mean(asym_hit) >= 0.85  # measured 94.5% over 200 seeds
 
 
 def test_saturating_band_matches_brute_force_parameter_draws():
@@ -194,15 +197,19 @@ def test_step_tests_and_where_gains_stop_on_a_known_plateau():
     assert [st.significant for st in steps] == [True, True, False, False, False]
     x = [k for k, r in zip(ks, reps) for _ in r]
     y = [v for r in reps for v in r.values()]
-    verdict = where_gains_stop(ks, reps, fit=fit_saturating(x, y))
-    assert verdict.setting == 13 and "Gains stop at kernel 13" in verdict.sentence
+    rep = [i for r in reps for i in r]
+    verdict = where_gains_stop(ks, reps, 1.0, fit=fit_saturating(x, y, replicate=rep))
+    # a stop at 13 or later is a true claim (the plateau starts at 13); here 25 happens to sit 0.5 above 13
+    assert verdict.setting == 19 and verdict.sentence.startswith("Gains stop at kernel 19")
+    assert [st.decision.verdict for st in verdict.steps][:4] == ["better", "better", "equivalent", "equivalent"]
     assert verdict.plateau_from is not None and 7 < verdict.plateau_from <= 19
 
 
-def test_where_gains_stop_when_nothing_is_significant():
+def test_where_gains_stop_when_nothing_is_decided():
     reps = [CONVNEXT, [v + 0.3 for v in CONVNEXT[::-1]], [v - 0.2 for v in CONVNEXT]]
-    verdict = where_gains_stop([3, 7, 13], reps)
-    assert verdict.setting == 3 and "No step" in verdict.sentence
+    verdict = where_gains_stop([3, 7, 13], reps, 1.0)
+    assert verdict.setting is None and verdict.gains_to is None
+    assert "No gain and no stop" in verdict.sentence and "needs ~" in verdict.sentence
 
 
 def test_all_pairs_kendall_definition_on_a_tiny_case():

@@ -69,10 +69,14 @@ def _known(*xs: float | None) -> bool:
 
 
 def acc_interval_text(mean: float | None, low: float | None, high: float | None, n: int | None) -> str:
-    """``61.3% [59.0-63.6] (n=3)``: mean accuracy over replicates, its interval, the replicates behind it."""
+    """``61.3% [59.0-63.6] (n=3)``: mean accuracy over replicates, its interval, the replicates behind it;
+    ``36.1% [34.1-38.3] (n=1: val sampling only)`` for one replicate (a Wilson interval of its validation images,
+    which leaves out training noise)."""
     if mean is None:
         return "-"
     iv = f" [{100 * low:.1f}-{100 * high:.1f}]" if _known(low, high) else ""
+    if n == 1 and iv:  # a Wilson interval of the validation images: it leaves out training noise
+        return f"{100 * mean:.1f}%{iv} (n=1: val sampling only)"
     return f"{100 * mean:.1f}%{iv}" + (f" (n={n})" if n else "")
 
 

@@ -12,7 +12,7 @@ from lkscale.report.baselines import markdown_lines as baseline_section
 from lkscale.report.figures import pareto_figure, scaling_figure
 from lkscale.report.html import html_report
 from lkscale.report.labels import OBJECTIVES
-from lkscale.report.markdown import markdown
+from lkscale.report.markdown import answer_lines, markdown
 from lkscale.report.numbers import FIXED_NOTE, confirmed_and_tied, front_result, latency_setting, stored_references
 from lkscale.report.scaling import kernel_scalings
 from lkscale.rundir import Run, RunDir, atomic_write, candidates, epochs_saved, load_run, trial_record, update_summary
@@ -71,6 +71,10 @@ def racing(cands: Run, front: list) -> dict:
     return {"known": known, "confirmed": [rec(n) for n in conf], "tied": [rec(n) for n in tied]}
 
 
+DECISION_KEYS = ("settings", "margin", "alpha", "power", "replicates", "paired_sd", "mde", "steps", "vs_best",
+                 "gains_stop_at", "gains_to", "sentence")
+
+
 def _update_summary(run: Run, result: dict, refs: dict) -> None:
     """Add the report's numbers to summary.json under ``"report"`` only; what search wrote is kept as is."""
     update_summary(run.path, {SUMMARY_KEY: {
@@ -84,6 +88,9 @@ def _update_summary(run: Run, result: dict, refs: dict) -> None:
         "significant_steps": {f"scaling{n}": {rep: [st for st in line["steps"] if st["significant"]]
                                              for rep, line in sc["lines"].items()}
                               for n, sc in enumerate(result["kernel_scalings"])},
+        "answer": answer_lines(result["kernel_scalings"]),  # the report's first lines
+        "decisions": {f"scaling{n}": {rep: {k: line.get(k) for k in DECISION_KEYS} for rep, line in sc["lines"].items()}
+                      for n, sc in enumerate(result["kernel_scalings"])},
         "reference_point": refs,
         "files": result["files"],
     }})

@@ -8,13 +8,14 @@ import yaml
 from lkscale.report.labels import (OBJECTIVES, STATE_MEANING, acc_interval_text, blocks_label, dcn_label,
                                    dot, fmt_count, latency_text, ms_interval_text, pct, ref_text, reparam_label)
 from lkscale.report.numbers import latency_setting
-from lkscale.report.significance import X_KERNEL, p_text, step_text
+from lkscale.report.significance import X_KERNEL, mde_text, p_text, step_text, verdict_text
 from lkscale.rundir import REPORT_HTML, STATES, Run
 
 ACC_HEADER = "val acc: mean [95% interval] (n replicates)"
 SCALING_HEADER = ("kernels", "re-param", "candidates (complete)", ACC_HEADER, "per replicate (%, r = 0, 1, ...)",
                   "latency ms [interval]", "FLOPs", "params", "deploy params")
-STEPS_HEADER = ("re-param", "step", "accuracy change [interval]", "p (raw / Holm)", "significant")
+STEPS_HEADER = ("re-param", "step", "accuracy change [interval]", "verdict", "p better / worse / equivalent (Holm)")
+BEST_HEADER = ("re-param", "best vs", "best minus it [interval]", "verdict", "p better / worse / equivalent (Holm)")
 
 
 def front_header(runtime: str | None = None, level: float = 0.95) -> tuple:
@@ -58,15 +59,34 @@ def scaling_rows(scaling: dict) -> list[list[str]]:
 
 
 def steps_rows(scaling: dict) -> list[list[str]]:
-    return [[rep, f"{dot(st['from'])} -> {dot(st['to'])}", step_text(st), p_text(st),
-             "**yes**" if st["significant"] else ("no" if st["p"] is not None else "not testable")]
+    return [[rep, f"{dot(st['from'])} -> {dot(st['to'])}", step_text(st), verdict_text(st), p_text(st)]
             for rep, line in scaling["lines"].items() for st in line["steps"]]
 
 
+def best_rows(scaling: dict) -> list[list[str]]:
+    """Every setting against the best of its line (best minus it)."""
+    return [[rep, f"{dot(c['from'])} (best {dot(line['vs_best']['best'])})", step_text(c), verdict_text(c), p_text(c)]
+            for rep, line in scaling["lines"].items() if line.get("vs_best") for c in line["vs_best"]["comparisons"]]
+
+
 def significant_steps(scaling: dict) -> list[str]:
-    """``7-7-7-3 -> 13-13-7-3 (re-param none): +6.0 pp [2.1, 9.9] *`` for every significant step."""
-    return [f"{dot(st['from'])} -> {dot(st['to'])} (re-param {rep}): {step_text(st)}"
+    """``7-7-7-3 -> 13-13-7-3 (re-param none): +6.0 pp [2.1, 9.9] *`` for every step decided better or worse."""
+    return [f"{dot(st['from'])} -> {dot(st['to'])} (re-param {rep}): {step_text(st)} {st['verdict']}"
             for rep, line in scaling["lines"].items() for st in line["steps"] if st["significant"]]
+
+
+def answer_lines(scalings: list[dict]) -> list[str]:
+    """The study's answer in one sentence per scaling line (family, re-param), then the minimum detectable
+    step of each: what the report's first lines say."""
+    out = []
+    for sc in scalings:
+        fam = blocks_label(sc["base"]["blocks"])
+        for rep, line in sc["lines"].items():
+            if len(line["settings"]) < 2:
+                continue
+            who = fam + (f" (re-param {rep})" if len(sc["lines"]) > 1 or rep != "none" else "")
+            out.append(f"**{who}**: {line['sentence']}" + (f" The {mde_text(line)}." if mde_text(line) else ""))
+    return out
 
 
 def fit_text(line: dict) -> str:
@@ -77,8 +97,10 @@ def fit_text(line: dict) -> str:
     x = ("the effective stage-1 kernel k (min(K, 2 x map - 1) taps: those that can touch the stage-1 map)"
          if line["x"] == X_KERNEL else "the kernel setting's index k (1, 2, ...: the stage-1 kernel does not grow "
                                        "along the settings)")
-    return (f"Saturating fit acc = {fit['formula']} against {x}, every replicate a point: a = {a:.2%}, b = {b:.3g}, "
-            f"c = {c:.3g} ({fit['dof']} residual dof); its {1 - line['alpha']:.0%} band is drawn on the figure.")
+    shared = (" with a per-replicate offset (the noise a replicate shares across settings goes into the band)"
+              if fit.get("level_df") else "")
+    return (f"Saturating fit acc = {fit['formula']} against {x}, every replicate a point{shared}: a = {a:.2%}, "
+            f"b = {b:.3g}, c = {c:.3g} ({fit['dof']} residual dof); its band is drawn on the figure.")
 
 
 def comparison_rows(run: Run, scaling: dict) -> list[list[str]]:
@@ -214,6 +236,22 @@ def _fronts_section(result: dict, fronts: dict, figures: dict) -> list[str]:
     return L
 
 
+STEPS_NOTE = ("Steps between neighbouring kernel settings (same re-param setting): mean paired difference over the "
+              "replicates both have, in percentage points, with its {conf} interval. Verdict: *better* / *worse* when "
+              "the one-sided paired t-test at {alpha} rejects (the interval lies above / below 0), *equivalent* when "
+              "two one-sided tests put it within +-{margin} points (the interval lies inside; this wins over a "
+              "significant difference smaller than the margin), else *undecided*, with the replicates per setting "
+              "that would decide it at the measured paired spread; p-values Holm-adjusted within each re-param "
+              "line; accuracies on the validation grid get a spread floor, so identical differences never give "
+              "p = 0. `*` = better or worse.")
+
+
+def _levels(scaling: dict) -> dict:
+    line = next(iter(scaling["lines"].values()), None) or {}
+    alpha, margin = line.get("alpha", 0.05), line.get("margin", 1.0)
+    return {"conf": f"{1 - 2 * alpha:.0%}", "alpha": f"{alpha:g}", "margin": f"{margin:g}"}
+
+
 def _scaling_section(run: Run, scalings: list[dict], figures: dict) -> list[str]:
     L = ["", "## Kernel-size scaling", ""]
     if not scalings:
@@ -222,12 +260,14 @@ def _scaling_section(run: Run, scalings: list[dict], figures: dict) -> list[str]
         if len(scalings) > 1:
             L += [f"### {blocks_label(scaling['base']['blocks'])}", ""]
         L += [base_text(scaling), ""] + _table(SCALING_HEADER, scaling_rows(scaling))
-        L += ["", "Steps between neighbouring kernel settings (same re-param setting): mean paired difference over the "
-                  "replicates both have, in percentage points, with its interval; p from a two-sided paired t-test, "
-                  "Holm-corrected within each re-param line; `*` = significant after Holm.", ""]
+        L += ["", STEPS_NOTE.format(**_levels(scaling)), ""]
         steps = steps_rows(scaling)
         L += _table(STEPS_HEADER, steps) if steps else ["_No two kernel settings of one re-param line both have a "
                                                         "complete result: no step to test._"]
+        best = best_rows(scaling)
+        if best:
+            L += ["", "Every setting against the best of its line (same tests, Holm over the line):", ""]
+            L += _table(BEST_HEADER, best)
         for rep, line in scaling["lines"].items():
             L += ["", f"- re-param {rep}: {line['sentence']} {fit_text(line)}".rstrip()]
         L += ["", "Relative change from the smallest to the largest kernel setting, beside RepLKNet (Ding et al. 2022, "
@@ -240,21 +280,24 @@ def _scaling_section(run: Run, scalings: list[dict], figures: dict) -> list[str]
 
 
 def conclusions(result: dict, scalings: list[dict]) -> list[str]:
-    """What the run shows, each claim with its evidence: the confirmed front, the members tied within noise,
-    the significant kernel-scaling steps and where gains stop."""
+    """What the run shows, each claim with its evidence: the answer per scaling line, the confirmed front,
+    the members tied within noise, the kernel-scaling steps decided better or worse."""
     conf, tied = racing_lines(result["racing"])
-    L = ["", "## Conclusions", "", f"- {conf}", f"- {tied}"]
+    L = ["", "## Conclusions", ""] + [f"- {a}" for a in answer_lines(scalings)] + [f"- {conf}", f"- {tied}"]
     for sc in scalings:
         fam = blocks_label(sc["base"]["blocks"])
         sig = significant_steps(sc)
-        L.append(f"- **Significant kernel steps** ({fam}): " + ("; ".join(sig) if sig else "none") + ".")
-        L += [f"- Where gains stop ({fam}, re-param {rep}): {line['sentence']}" for rep, line in sc["lines"].items()]
+        L.append(f"- **Kernel steps decided better or worse** ({fam}): " + ("; ".join(sig) if sig else "none") + ".")
     return L
 
 
 def markdown(run: Run, result: dict, fronts: dict, scalings: list[dict], figures: dict) -> str:
     """The whole ``report.md``; ``fronts`` maps objective -> the front's candidates, ``figures`` name -> PNG path."""
-    L: list[str] = [f"# Search report: {run.name}", "", f"Run folder: `{run.path}`"]
+    L: list[str] = [f"# Search report: {run.name}", ""]
+    answer = answer_lines(scalings)
+    if answer:
+        L += [" ".join(answer), ""]
+    L += [f"Run folder: `{run.path}`"]
     L += conclusions(result, scalings)
     L += ["", "## Study settings", ""]
     L += _table(("setting", "value"), [list(r) for r in settings_rows(run)])

@@ -11,10 +11,11 @@ import re
 import statistics
 from collections import defaultdict
 
-from lkscale.report.labels import REPLKNET_TABLE5, reparam_label
-from lkscale.report.significance import analyse_line
-from lkscale.rundir import Run, Trial
+from lkscale.config import AnalysisConfig
 from lkscale.intervals import accuracy_interval
+from lkscale.report.labels import REPLKNET_TABLE5, reparam_label
+from lkscale.report.significance import analyse_line, analysis_of
+from lkscale.rundir import Run, Trial
 
 
 def kernel_scaling(run: Run, confidence: float = 0.95) -> dict | None:
@@ -39,7 +40,9 @@ def kernel_scalings(run: Run, confidence: float = 0.95) -> list[dict]:
         bases[key].append(t)
     ranked = sorted(((len({tuple(t.kernels) for t in ts}), len(ts), key) for key, ts in bases.items()), reverse=True)
     input_size = (run.study.get("data") or {}).get("input_size")
-    return [_scaling_of(key, bases[key], len(costed), confidence, input_size) for n_k, _n, key in ranked if n_k > 1]
+    analysis = analysis_of(run.study)
+    return [_scaling_of(key, bases[key], len(costed), confidence, input_size, analysis)
+            for n_k, _n, key in ranked if n_k > 1]
 
 
 def setting_replicates(done: list[Trial]) -> dict[int, float]:
@@ -55,7 +58,7 @@ def setting_replicates(done: list[Trial]) -> dict[int, float]:
 def _accuracy(done: list[Trial], confidence: float) -> dict:
     if not done:
         return {"val_acc_mean": None, "val_acc_low": None, "val_acc_high": None, "val_acc_best": None,
-                "n_replicates": 0, "replicates": {}, "interval": ""}
+                "n_replicates": 0, "replicates": {}, "interval": "", "val_n": None}
     reps = setting_replicates(done)
     if len(done) == 1 and done[0].get("val_acc_low") is not None:
         t = done[0]
@@ -66,7 +69,7 @@ def _accuracy(done: list[Trial], confidence: float) -> dict:
     finite = (lambda v: None if v is None or v != v else float(v))
     return {"val_acc_mean": statistics.fmean(reps.values()), "val_acc_low": finite(low), "val_acc_high": finite(high),
             "val_acc_best": max(t.val_acc for t in done), "n_replicates": len(reps), "replicates": reps,
-            "interval": method}
+            "interval": method, "val_n": done[0].get("val_n")}
 
 
 _DROPPED = re.compile(r"stage (\d+): branches \[(.*?)\] dropped")
@@ -105,17 +108,19 @@ def _scaling_rows(members: list, kernel_order: list, confidence: float) -> list[
     return rows
 
 
-def _lines(rows: list[dict], stride, input_size, confidence: float) -> dict[str, dict]:
-    """Steps, fit and verdict per re-param setting (settings with a complete result, in kernel order)."""
+def _lines(rows: list[dict], stride, input_size, confidence: float, analysis: AnalysisConfig) -> dict[str, dict]:
+    """Decisions, fit and verdict per re-param setting (settings with a complete result, in kernel order)."""
     out = {}
     for rep in sorted({r["reparam"] for r in rows}, key=lambda s: (s != "none", s)):
         line = [r for r in rows if r["reparam"] == rep and r["replicates"]]
+        val_n = [int(r["val_n"]) for r in line if r.get("val_n")]
         out[rep] = analyse_line([r["kernels"] for r in line], [r["replicates"] for r in line], stride, input_size,
-                                confidence)
+                                confidence, analysis, 100 / max(val_n) if val_n else None)
     return out
 
 
-def _scaling_of(base_key: str, members: list, n_costed: int, confidence: float, input_size) -> dict:
+def _scaling_of(base_key: str, members: list, n_costed: int, confidence: float, input_size,
+                analysis: AnalysisConfig) -> dict:
     blocks, depths, widths, dcn, stride = json.loads(base_key)
     kernel_order = sorted({tuple(t.kernels) for t in members}, key=lambda k: (max(k), sum(k), k))
     rows = _scaling_rows(members, kernel_order, confidence)
@@ -136,7 +141,7 @@ def _scaling_of(base_key: str, members: list, n_costed: int, confidence: float, 
         "base": {"blocks": blocks, "depths": depths, "widths": widths, "dcn_groups": dcn, "stem_stride": stride},
         "kernel_settings": [list(k) for k in kernel_order],
         "rows": rows,
-        "lines": _lines(rows, stride, input_size, confidence),
+        "lines": _lines(rows, stride, input_size, confidence, analysis),
         "confidence": confidence,
         "change": {"from": list(lo), "to": list(hi), "params": change("params"), "deploy_params": change("deploy_params"),
                    "flops": change("flops"), "latency_ms": change("latency_ms")},
