@@ -201,6 +201,15 @@ class FidelityConfig:
     warn_tau: float = 0.5               # warn when Kendall tau (point estimate) is below this
 
 
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """How a report decides comparisons (``analysis:`` in a study; ``lkscale.comparisons.decide``)."""
+    margin: float = 1.0    # accuracy points: within +-margin is *equivalent*. ConvNeXt's own ImageNet ablation
+                           # moves 0.1-0.7 points per kernel step, so a step smaller than 1 point is not worth its cost
+    alpha: float = 0.05    # each one-sided test; a verdict is read off the 1 - 2*alpha (90%) interval
+    power: float = 0.8     # for the replicates an undecided comparison needs and the minimum detectable effect
+
+
 # ------------------------------------------------------------------------------------------ validation
 # Rules per field: (kind, lower bound, strict, optional, allowed). kind: int | num | bool | str.
 _R = dict
@@ -242,6 +251,8 @@ RULES: dict[type, dict[str, dict]] = {
                      "val_per_class": _R(kind="int", lo=1, optional=True), "augment": _R(kind="bool"),
                      "input_size": _R(kind="int", lo=8, optional=True), "concurrency": _R(kind="int", lo=1),
                      "seed": _R(kind="int", lo=0), "top_k": _R(kind="int", lo=1), "warn_tau": _R(kind="num", lo=-1)},
+    AnalysisConfig: {"margin": _R(kind="num", lo=0, strict=True), "alpha": _R(kind="num", lo=0, strict=True),
+                     "power": _R(kind="num", lo=0, strict=True)},
 }
 NESTED = {BudgetConfig: {"latency": LatencyConfig}, SearchConfig: {"pruning": PruningConfig, "confirm": ConfirmConfig}}
 

@@ -147,7 +147,8 @@ def front_table(run_dir: str) -> str:
     """The accuracy/latency front as a plain text table: mean accuracy over replicates with its interval."""
     cands = candidates(read_trials(run_dir))
     front = front_of(cands, "latency_ms")
-    lines = [f"{'name':<52} {'kernels':<14} {'params':>8} {'MACs':>8} {'lat ms':>15} {'acc % (95% CI)':>22} {'n':>2}"]
+    lines = [f"{'name':<52} {'kernels':<14} {'params':>8} {'MACs':>8} {'lat ms':>15} {'acc % (95% CI)':>22} {'n':>2}"
+             "  (n=1: the CI is validation sampling only, no training noise)"]
     for t in front:
         lo, hi = t.get("latency_low_ms"), t.get("latency_high_ms")
         lat = f"{t.latency_ms:.2f}" + (f" [{lo:.2f}-{hi:.2f}]" if lo is not None and hi is not None else "")
