@@ -108,6 +108,9 @@ class LatencyConfig:
     source: str = "measured"       # measured | predicted
     table: str | None = None       # a calibration table (JSON) for source: predicted
     objective: str = "latency"     # latency | throughput
+    # relative sd a measurement run adds when its latencies are compared with another run's (the intervals
+    # cover one run's noise only); measured: benchmarks/results/latency_between_runs.json (2 busy cores)
+    between_run_cv: float = 0.19
     # a Ray resource only the deploy-like node declares ({"edge_cpu": 1}): latency is measured there, as a Ray
     # task holding all that node's CPUs (the node is reserved for measuring during the search); None: here
     resources: dict | None = field(default=None, hash=False, compare=True)
@@ -230,7 +233,7 @@ RULES: dict[type, dict[str, dict]] = {
                     "max_cv": _R(kind="num", lo=0, strict=True), "max_extra_rounds": _R(kind="int", lo=0),
                     "block_stat": _R(kind="str", allowed=("min", "median")),
                     "source": _R(kind="str", allowed=LATENCY_SOURCES), "table": _R(kind="str", optional=True),
-                    "objective": _R(kind="str", allowed=OBJECTIVES),
+                    "objective": _R(kind="str", allowed=OBJECTIVES), "between_run_cv": _R(kind="num", lo=0),
                     "resources": _R(kind="resources", optional=True)},
     BudgetConfig: {"max_params": _R(kind="num", lo=0, strict=True, optional=True),
                    "max_flops": _R(kind="num", lo=0, strict=True, optional=True),

@@ -2,17 +2,24 @@
 
 Each candidate has accuracies by *replicate index* (common random numbers: replicate r fixes data
 subset, batch order and init seed for every candidate, so candidates are compared with paired tests
-over the replicates they share) and one latency measurement with its standard error.
+over the replicates they share) and one latency with its standard error (NaN latency: unknown).
 
 Relations between two candidates, per objective: +1 (significantly better), -1 (significantly worse),
-0 (unresolved).
+0 (unresolved); in accuracy also *equivalent within +-margin* (when the race has a margin).
 
-- Accuracy: one-sided paired t-test over shared replicates. Tests run only at fixed *looks* (sample
+- Accuracy: one-sided paired t-tests over shared replicates. Tests run only at fixed *looks* (sample
   sizes ``min_replicates``, then about x1.5 each, up to ``cap``), on the first ``look`` shared
   replicate indices, each at ``alpha / 2 / len(looks)`` (Bonferroni over the looks, so adding
-  replicates and testing again does not inflate the error).
+  replicates and testing again does not inflate the error). Accuracies sit on a grid of
+  ``resolution`` points (100 / n_val): the same difference at every replicate has zero sample spread
+  and would give t = inf, p = 0. The spread used is at least ``resolution / sqrt(6)`` -- the sd of the
+  difference of two values each rounded to the grid (uniform rounding error, variance h^2/12 each).
+  Equivalence is two one-sided tests (TOST) of ``|diff| < margin`` at the same per-look level.
 - Latency (measured once, known with error): a is faster when
-  ``(lat_b - lat_a) / sqrt(se_a^2 + se_b^2) > z(1 - alpha/2)``, i.e. the difference exceeds its error.
+  ``(lat_b - lat_a) / sqrt(se_a^2 + se_b^2 [+ between-run terms]) > z(1 - alpha/2)``. Two latencies from
+  different measurement runs (``Candidate.latency_run``) also carry the run-to-run spread
+  ``between_run_cv`` (relative sd per run): side by side, a run's shift is common and cancels; across
+  runs it does not. A candidate without a latency is never faster or slower than anyone.
 
 Statuses:
 
@@ -22,8 +29,11 @@ Statuses:
   alpha/2 (accuracy, all looks) + alpha/2 (latency) = ``alpha``; no correction across rivals is needed.
 - ``dominated``: some a is significantly better in one objective, b is significantly better than a
   in neither, and a is no worse in the other objective by its point estimate (for accuracy: the mean
-  paired difference over a look of >= ``min_replicates`` shared replicates).
-- ``tied``: neither (on or near the front, dominance unresolved within the noise).
+  paired difference over a look of >= ``min_replicates`` shared replicates); or (with a margin) a is
+  significantly faster and equivalent within +-margin in accuracy (``within_margin`` in the evidence).
+- ``equivalent``: neither of the above, and every pair left undecided is equivalent within +-margin in
+  accuracy with latencies that cannot be told apart: more replicates would not change the answer.
+- ``tied``: none of these (on or near the front, dominance unresolved within the noise).
 
 :class:`Race` proposes the (candidate, replicate) pairs whose results could resolve an unresolved
 pair, within a per-candidate cap and a trial-epoch budget, and is driven by the caller:
@@ -37,29 +47,46 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import special
 
-from .comparisons import paired_test
+from .comparisons import paired_values, sd_floor
 from .intervals import accuracy_interval
 from .pareto import pareto_front
 
-CONFIRMED, TIED, DOMINATED = "confirmed", "tied", "dominated"
+CONFIRMED, TIED, DOMINATED, EQUIVALENT = "confirmed", "tied", "dominated", "equivalent"
 
 
 @dataclass
 class Candidate:
-    """One architecture in the race: accuracies by replicate index, latency and its standard error."""
+    """One architecture in the race: accuracies by replicate index, latency (NaN: unknown) and its error.
+
+    ``latency_run``: which measurement run the latency comes from ("" = the one common run)."""
     name: str
     latency: float
     latency_se: float = 0.0
     accs: dict = field(default_factory=dict)
+    latency_run: str = ""
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "latency": self.latency, "latency_se": self.latency_se,
+        return {"name": self.name, "latency": None if not math.isfinite(self.latency) else self.latency,
+                "latency_se": self.latency_se, "latency_run": self.latency_run,
                 "accs": {str(r): a for r, a in sorted(self.accs.items())}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Candidate":
-        return cls(str(d["name"]), float(d["latency"]), float(d.get("latency_se", 0.0)),
-                   {int(r): float(a) for r, a in d.get("accs", {}).items()})
+        lat = d.get("latency")
+        return cls(str(d["name"]), float("nan") if lat is None else float(lat), float(d.get("latency_se", 0.0)),
+                   {int(r): float(a) for r, a in d.get("accs", {}).items()}, str(d.get("latency_run", "")))
+
+
+@dataclass(frozen=True)
+class AccTest:
+    """Paired difference a - b on one look: mean, the spread used (floored), one-sided and TOST p-values."""
+    diff: float
+    sd: float
+    n: int
+    t: float
+    p: float          # one-sided, a > b
+    p_less: float     # one-sided, a < b
+    p_equiv: float    # TOST: |a - b| < margin (NaN without a margin)
 
 
 @dataclass(frozen=True)
@@ -74,9 +101,11 @@ class Verdict:
     latency: float
     latency_se: float
     on_front: bool
-    dominated_by: dict   # rival -> {"acc_p": p(rival > this), "lat_z": z(rival faster)}
-    unresolved: list     # rivals neither side has beaten yet
+    dominated_by: dict   # rival -> {"acc_p", "lat_z", "within_margin"}
+    unresolved: list     # rivals neither side has beaten yet (and not equivalent)
     worst_p: float       # confirmed: the largest p-value among the wins that confirm it
+    equivalent: list = field(default_factory=list)  # rivals equivalent in accuracy, latency not told apart
+    note: str = ""
 
     def to_dict(self) -> dict:
         """JSON-safe (non-finite numbers become None)."""
@@ -100,21 +129,49 @@ def looks(min_replicates: int, cap: int) -> list[int]:
     return out + [cap] if cap >= max(2, min_replicates) else out
 
 
+def paired_acc_test(d, resolution: float = 0.0, margin: float | None = None) -> AccTest:
+    """One-sided paired t-tests and TOST on differences ``d``, the spread floored at
+    ``lkscale.comparisons.sd_floor(resolution)`` (the floor ``comparisons.decide`` uses)."""
+    d = np.asarray(d, dtype=float)
+    n, nan = len(d), float("nan")
+    if n < 2:
+        return AccTest(float(d.mean()) if n else nan, nan, n, nan, nan, nan, nan)
+    mean, sd = float(d.mean()), max(float(d.std(ddof=1)), sd_floor(resolution))
+    df, se = n - 1, sd / math.sqrt(n)
+    if se > 0:
+        t = mean / se
+    else:
+        t = math.copysign(math.inf, mean) if mean else nan
+    p, p_less = (float(special.stdtr(df, -t)), float(special.stdtr(df, t))) if not math.isnan(t) else (nan, nan)
+    p_eq = nan
+    if margin is not None and margin > 0:
+        if se > 0:  # H0 diff <= -margin and H0 diff >= margin, each one-sided (stdtr: Student's t cdf)
+            p_eq = float(max(special.stdtr(df, -(mean + margin) / se), special.stdtr(df, (mean - margin) / se)))
+        else:
+            p_eq = 0.0 if abs(mean) < margin else 1.0
+    return AccTest(mean, sd, n, float(t), p, p_less, p_eq)
+
+
 class Race:
     """Racing for two objectives (accuracy: max, over replicates; latency: min, known with error)."""
 
     def __init__(self, candidates, alpha: float = 0.05, cap: int = 10, min_replicates: int = 3,
                  budget_epochs: float | None = None, epochs_per_replicate: float = 1.0,
-                 n_val: int | None = None, scale: float = 100.0):
+                 n_val: int | None = None, scale: float = 100.0, margin: float | None = None,
+                 between_run_cv: float = 0.0):
         cands = list(candidates.values()) if isinstance(candidates, dict) else list(candidates)
         self.candidates = {c.name: c for c in cands}
         if len(self.candidates) != len(cands):
             raise ValueError("candidate names must be unique")
         if not 0 < alpha < 1 or cap < 2 or min_replicates > cap:
             raise ValueError(f"need 0 < alpha < 1 and 2 <= min_replicates <= cap, got {alpha}, {min_replicates}, {cap}")
+        if margin is not None and not margin > 0:
+            raise ValueError(f"margin must be > 0 (or None for no equivalence tests), got {margin}")
         self.alpha, self.cap, self.min_replicates = float(alpha), int(cap), int(min_replicates)
         self.budget_epochs, self.epochs_per_replicate = budget_epochs, float(epochs_per_replicate)
-        self.n_val, self.scale = n_val, scale
+        self.n_val, self.scale, self.margin = n_val, scale, margin
+        self.between_run_cv = float(between_run_cv)
+        self.resolution = scale / n_val if n_val else 0.0
         self.looks = looks(self.min_replicates, self.cap)
         self.alpha_acc = self.alpha / 2 / len(self.looks)
         self.z_lat = float(special.ndtri(1 - self.alpha / 2))
@@ -142,7 +199,7 @@ class Race:
 
     # ------------------------------------------------------------------------------- relations
     def acc_test(self, a: str, b: str):
-        """(look, PairedTest of a - b, one-sided 'greater') on the first ``look`` shared replicates."""
+        """(look, AccTest of a - b) on the first ``look`` shared replicates; (None, None) before the first look."""
         ra, rb = self.candidates[a].accs, self.candidates[b].accs
         shared = sorted(set(ra) & set(rb))
         usable = [n for n in self.looks if n <= len(shared)]
@@ -151,19 +208,34 @@ class Race:
         idx = tuple(shared[:usable[-1]])
         key = (a, b, idx)
         if key not in self._cache:
-            self._cache[key] = paired_test({i: ra[i] for i in idx}, {i: rb[i] for i in idx}, alternative="greater")
+            xa, xb, _ = paired_values({i: ra[i] for i in idx}, {i: rb[i] for i in idx})
+            self._cache[key] = paired_acc_test(xa - xb, self.resolution, self.margin)
         return usable[-1], self._cache[key]
 
     def acc_relation(self, a: str, b: str) -> int:
         _, t = self.acc_test(a, b)
         if t is None or np.isnan(t.p):
             return 0
-        return 1 if t.p <= self.alpha_acc else (-1 if 1 - t.p <= self.alpha_acc and t.diff < 0 else 0)
+        return 1 if t.p <= self.alpha_acc else (-1 if t.p_less <= self.alpha_acc else 0)
+
+    def acc_equivalent(self, a: str, b: str) -> bool:
+        """|acc a - acc b| < margin by TOST at the per-look level (False without a margin)."""
+        _, t = self.acc_test(a, b)
+        return t is not None and not np.isnan(t.p_equiv) and t.p_equiv <= self.alpha_acc
+
+    def _lat_se(self, a: str, b: str) -> float:
+        ca, cb = self.candidates[a], self.candidates[b]
+        var = ca.latency_se ** 2 + cb.latency_se ** 2
+        if ca.latency_run != cb.latency_run:
+            var += (self.between_run_cv * ca.latency) ** 2 + (self.between_run_cv * cb.latency) ** 2
+        return math.sqrt(var)
 
     def lat_z(self, a: str, b: str) -> float:
-        """z of "a is faster than b" (inf when both are known exactly and differ)."""
+        """z of "a is faster than b" (inf when both are known exactly and differ; NaN when one is unknown)."""
         ca, cb = self.candidates[a], self.candidates[b]
-        diff, se = cb.latency - ca.latency, math.hypot(ca.latency_se, cb.latency_se)
+        if not (math.isfinite(ca.latency) and math.isfinite(cb.latency)):
+            return float("nan")
+        diff, se = cb.latency - ca.latency, self._lat_se(a, b)
         return diff / se if se > 0 else (math.copysign(math.inf, diff) if diff else 0.0)
 
     def lat_relation(self, a: str, b: str) -> int:
@@ -175,15 +247,16 @@ class Race:
         return self.acc_relation(b, a) == 1 or self.lat_relation(b, a) == 1
 
     def sig_dominates(self, a: str, b: str) -> bool:
-        """a significantly better in one objective, no worse in the other, and b beats a in neither."""
+        """a significantly better in one objective, no worse in the other, and b beats a in neither (or a
+        significantly faster and equivalent in accuracy within the margin)."""
         if self.beats(b, a):
             return False
         ca, cb = self.candidates[a], self.candidates[b]
         if self.acc_relation(a, b) == 1:
-            return ca.latency <= cb.latency
+            return bool(ca.latency <= cb.latency)  # False when either latency is unknown
         if self.lat_relation(a, b) == 1:
             _, t = self.acc_test(a, b)
-            return t is not None and t.diff >= 0
+            return t is not None and (t.diff >= 0 or self.acc_equivalent(a, b))
         return False
 
     # -------------------------------------------------------------------------------- statuses
@@ -194,16 +267,17 @@ class Race:
         return iv.estimate, iv.low, iv.high
 
     def front_of_means(self) -> set[str]:
-        """Names on the Pareto front of (mean accuracy, latency), candidates with results only."""
-        names = [n for n, c in self.candidates.items() if c.accs]
+        """Names on the Pareto front of (mean accuracy, latency), candidates with results and a latency only."""
+        names = [n for n, c in self.candidates.items() if c.accs and math.isfinite(c.latency)]
         pts = [[np.mean(list(self.candidates[n].accs.values())), self.candidates[n].latency] for n in names]
         return {names[i] for i in pareto_front(pts, ("max", "min"))} if names else set()
 
-    def verdict(self, name: str, front: set[str] | None = None) -> Verdict:
-        """Status of one candidate against all others, with its evidence."""
+    def verdict(self, name: str, front: set[str] | None = None, interval: bool = True) -> Verdict:
+        """Status of one candidate against all others, with its evidence (``interval``: and its accuracy
+        interval; without, low and high are NaN)."""
         front = self.front_of_means() if front is None else front
         c = self.candidates[name]
-        dominated_by, unresolved, wins = {}, [], []
+        dominated_by, unresolved, equivalent, wins = {}, [], [], []
         for other in self.candidates:
             if other == name:
                 continue
@@ -213,20 +287,34 @@ class Race:
                 wins.append(acc_p if not np.isnan(acc_p) else float(special.ndtr(-self.lat_z(name, other))))
             elif self.sig_dominates(other, name):
                 _, t = self.acc_test(other, name)
-                dominated_by[other] = {"acc_p": None if t is None else t.p, "lat_z": self.lat_z(other, name)}
+                within = self.acc_relation(other, name) != 1 and t is not None and t.diff < 0
+                dominated_by[other] = {"acc_p": None if t is None else (t.p_equiv if within else t.p),
+                                       "lat_z": self.lat_z(other, name), "within_margin": within}
+            elif self.acc_equivalent(name, other) and self.lat_relation(name, other) == 0:
+                equivalent.append(other)
             else:
                 unresolved.append(other)
-        status = DOMINATED if dominated_by else (CONFIRMED if not unresolved else TIED)
-        mean, low, high = self._interval(c)
+        if dominated_by:
+            status = DOMINATED
+        elif unresolved:
+            status = TIED
+        else:
+            status = EQUIVALENT if equivalent else CONFIRMED
+        note = "" if math.isfinite(c.latency) else "no latency: compared on accuracy only (never by latency)"
+        if interval:
+            mean, low, high = self._interval(c)
+        else:
+            mean, low, high = float(np.mean(list(c.accs.values()))) if c.accs else float("nan"), float("nan"), float("nan")
         return Verdict(name, status, mean, low, high, len(c.accs), c.latency, c.latency_se, name in front,
-                       dominated_by, unresolved, max(wins) if status == CONFIRMED and wins else float("nan"))
+                       dominated_by, unresolved, max(wins) if status == CONFIRMED and wins else float("nan"),
+                       equivalent, note)
 
-    def verdicts(self) -> dict[str, Verdict]:
+    def verdicts(self, interval: bool = True) -> dict[str, Verdict]:
         front = self.front_of_means()
-        return {n: self.verdict(n, front) for n in self.candidates}
+        return {n: self.verdict(n, front, interval) for n in self.candidates}
 
     def confirmed(self) -> list[str]:
-        return sorted(n for n, v in self.verdicts().items() if v.status == CONFIRMED)
+        return sorted(n for n, v in self.verdicts(interval=False).items() if v.status == CONFIRMED)
 
     # ------------------------------------------------------------------------------- proposals
     def _next_look(self, a: str, b: str) -> int | None:
@@ -265,7 +353,7 @@ class Race:
         first, so candidates share replicates), never beyond ``cap``, and the batch never takes the
         epochs spent plus those in flight past ``budget_epochs``. The pairs are marked pending.
         """
-        verdicts = self.verdicts()
+        verdicts = self.verdicts(interval=False)
         targets = self._targets(verdicts)
         order = sorted(targets, key=lambda n: (not verdicts[n].on_front, verdicts[n].n, -verdicts[n].mean, n))
         room = self._affordable(len(self.candidates) * self.cap if max_size is None else max_size)
@@ -291,37 +379,50 @@ class Race:
         self.pending.difference_update(batch)
         return not batch
 
+    def rule(self) -> str:
+        """The decision rule with its corrections, in words."""
+        lat = f"{self.z_lat:.2f} standard errors, alpha/2"
+        if self.between_run_cv:
+            lat += f"; latencies from different runs add a run-to-run spread of {100 * self.between_run_cv:.1f}% each"
+        eq = (f"; equivalent = within +-{self.margin:g} points in accuracy by two one-sided tests at the same level "
+              f"and latencies not told apart" if self.margin else "")
+        floor = (f", spread floored at {sd_floor(self.resolution):.3g} points (accuracies on a {self.resolution:.3g}-"
+                 f"point grid)" if self.resolution else "")
+        return (f"confirmed = significantly better than every other candidate in accuracy (one-sided paired t-test "
+                f"over shared replicates at looks {self.looks}, each at alpha/2/{len(self.looks)} = "
+                f"{self.alpha_acc:.4g}{floor}) or in latency (difference > {lat}); a truly dominated candidate is "
+                f"confirmed with probability <= {self.alpha:g}{eq}")
+
     def summary(self) -> dict:
         """JSON-safe outcome: names by status, epochs spent, and the rule with its corrections."""
         v = self.verdicts()
         return {"confirmed": sorted(n for n, x in v.items() if x.status == CONFIRMED),
                 "tied": sorted(n for n, x in v.items() if x.status == TIED),
+                "equivalent": sorted(n for n, x in v.items() if x.status == EQUIVALENT),
                 "dominated": sorted(n for n, x in v.items() if x.status == DOMINATED),
                 "spent_epochs": self.spent_epochs, "budget_epochs": self.budget_epochs, "cap": self.cap,
-                "alpha": self.alpha, "looks": self.looks,
-                "rule": (f"confirmed = significantly better than every other candidate in accuracy (one-sided "
-                         f"paired t-test over shared replicates at looks {self.looks}, each at alpha/2/"
-                         f"{len(self.looks)} = {self.alpha_acc:.4g}) or in latency (difference > "
-                         f"{self.z_lat:.2f} standard errors, alpha/2); a truly dominated candidate is "
-                         f"confirmed with probability <= {self.alpha:g}"),
+                "alpha": self.alpha, "looks": self.looks, "margin": self.margin, "rule": self.rule(),
                 "verdicts": {n: x.to_dict() for n, x in v.items()}}
 
     # ----------------------------------------------------------------------------------- state
     def to_dict(self) -> dict:
-        return {"version": 1, "alpha": self.alpha, "cap": self.cap, "min_replicates": self.min_replicates,
+        return {"version": 2, "alpha": self.alpha, "cap": self.cap, "min_replicates": self.min_replicates,
                 "budget_epochs": self.budget_epochs, "epochs_per_replicate": self.epochs_per_replicate,
-                "n_val": self.n_val, "scale": self.scale, "spent_epochs": self.spent_epochs,
+                "n_val": self.n_val, "scale": self.scale, "margin": self.margin,
+                "between_run_cv": self.between_run_cv, "spent_epochs": self.spent_epochs,
                 "candidates": [c.to_dict() for c in self.candidates.values()],
                 "pending": sorted([list(p) for p in self.pending]), "failed": sorted([list(p) for p in self.failed])}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Race":
         race = cls([Candidate.from_dict(c) for c in d["candidates"]], d["alpha"], d["cap"], d["min_replicates"],
-                   d.get("budget_epochs"), d.get("epochs_per_replicate", 1.0), d.get("n_val"), d.get("scale", 100.0))
+                   d.get("budget_epochs"), d.get("epochs_per_replicate", 1.0), d.get("n_val"), d.get("scale", 100.0),
+                   d.get("margin"), d.get("between_run_cv", 0.0))
         race.spent_epochs = float(d.get("spent_epochs", 0.0))
         race.pending = {(str(n), int(r)) for n, r in d.get("pending", [])}
         race.failed = {(str(n), int(r)) for n, r in d.get("failed", [])}
         return race
 
 
-__all__ = ["Race", "Candidate", "Verdict", "looks", "CONFIRMED", "TIED", "DOMINATED"]
+__all__ = ["Race", "Candidate", "Verdict", "AccTest", "looks", "paired_acc_test", "CONFIRMED", "TIED",
+           "DOMINATED", "EQUIVALENT"]

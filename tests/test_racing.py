@@ -1,14 +1,20 @@
 """Two-objective racing on synthetic problems with a known front and known noise."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import os
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 
+from conftest import REPO
 from lkscale.pareto import pareto_front
-from lkscale.racing import CONFIRMED, DOMINATED, TIED, Candidate, Race, looks
+from lkscale.racing import CONFIRMED, DOMINATED, EQUIVALENT, TIED, Candidate, Race, looks
+from lkscale.search.confirm import MAPE_TO_SD, make_race
+from lkscale.study import load_study
 
 
 def synthetic(seed, n=12, m=5, gap=3.0, sd_shared=2.0, sd_ind=1.0, lat_se=0.05):
@@ -164,3 +170,119 @@ def test_failed_runs_are_not_proposed_again():
             break
         for name, r in nxt:
             race.add(name, r, sample(name, r))
+
+
+# ------------------------------------------------------------------- grid accuracies, looks, equivalence
+def pair_rates(trials, alpha, cap, min_replicates, val_n, ratio, mu_b=50.0, margin=None, lat_b=1.01):
+    """Race a (50%, 1.00 ms) against b (``mu_b``, ``lat_b`` ms, latency se 0.05 each: not told apart at 1.01)
+    ``trials`` times; accuracies = true mean + a replicate effect shared by both (common random numbers) + an
+    individual one, rounded to the 1/val_n grid; the individual sd makes the paired difference's sd ``ratio``
+    grid steps. Returns (share of races where b is confirmed, share where the pair ends equivalent)."""
+    h = 100 / val_n
+    confirmed = equivalent = 0
+    for seed in range(trials):
+        rng = np.random.default_rng(seed)
+        acc = np.round((np.array([[50.0], [mu_b]]) + rng.normal(0, 2.0, cap + 2)
+                        + rng.normal(0, ratio * h / np.sqrt(2), (2, cap + 2))) / h) * h
+        sample = lambda n, r: float(acc[int(n == "b"), r])  # noqa: E731
+        race = Race([Candidate("a", 1.0, 0.05, {0: sample("a", 0)}), Candidate("b", lat_b, 0.05, {0: sample("b", 0)})],
+                    alpha=alpha, cap=cap, min_replicates=min_replicates, n_val=val_n, margin=margin)
+        v = drive(race, sample).verdict("b", interval=False)
+        confirmed += v.status == CONFIRMED
+        equivalent += "a" in v.equivalent or v.dominated_by.get("a", {}).get("within_margin", False)
+    return confirmed / trials, equivalent / trials
+
+
+def slack(p, n):
+    return 2 * np.sqrt(p * (1 - p) / n)  # two binomial standard errors
+
+
+def test_accuracies_on_a_coarse_grid_keep_the_bound():
+    """Two replicates, differences on a 0.5-point grid: the same difference at both replicates (zero spread)
+    is common. Without the spread floor the race confirms the dominated b at ~2x its accuracy bound."""
+    alpha, trials = 0.05, 1000
+    rate, _ = pair_rates(trials, alpha, cap=4, min_replicates=2, val_n=200, ratio=1.0)
+    assert rate <= alpha / 2 + slack(alpha / 2, trials)
+
+
+def test_the_correction_over_looks_is_what_keeps_the_bound():
+    """Same accuracy, latency not told apart: the pair runs to the cap through 4 looks. Tested at alpha/2 at
+    every look, b would be confirmed ~10% of the time (bound 5%)."""
+    alpha, trials = 0.1, 1000
+    rate, _ = pair_rates(trials, alpha, cap=10, min_replicates=3, val_n=200, ratio=2.0)
+    assert rate <= alpha / 2 + slack(alpha / 2, trials)
+
+
+def test_equivalence_is_declared_rarely_at_the_margin_and_often_well_inside_it():
+    """True difference = the margin (not equivalent): declared equivalent at most alpha/2 over all looks;
+    true difference 0 with a small spread: declared equivalent almost always, before the cap."""
+    alpha, trials, margin = 0.1, 600, 1.0
+    _, at_margin = pair_rates(trials, alpha, cap=10, min_replicates=3, val_n=2000, ratio=20.0, mu_b=50 - margin,
+                              margin=margin)
+    assert at_margin <= alpha / 2 + slack(alpha / 2, trials)
+    _, inside = pair_rates(100, alpha, cap=10, min_replicates=3, val_n=2000, ratio=4.0, margin=margin)
+    assert inside >= 0.9
+
+
+def test_equivalent_pairs_stop_racing_and_a_faster_equivalent_rival_dominates():
+    reps = range(5)
+    a = Candidate("a", 1.0, 0.01, {r: 60.0 + 0.1 * (r % 2) for r in reps})
+    twin = Candidate("twin", 1.0, 0.01, {r: 60.05 - 0.1 * (r % 2) for r in reps})
+    slow = Candidate("slow", 2.0, 0.01, {r: 60.2 - 0.1 * (r % 3) for r in reps})  # a hair more accurate
+    race = Race([a, twin, slow], alpha=0.05, cap=10, margin=1.0)
+    v = race.verdicts()
+    assert v["a"].status == EQUIVALENT and v["a"].equivalent == ["twin"] and not v["a"].unresolved
+    assert v["slow"].status == DOMINATED and v["slow"].dominated_by["a"]["within_margin"]
+    assert race.next_batch() == []  # nothing left that replicates could decide
+    no_margin = Race([Candidate.from_dict(c.to_dict()) for c in (a, twin, slow)], alpha=0.05, cap=10)
+    assert no_margin.verdicts()["a"].status == TIED and no_margin.next_batch()  # without a margin: race on
+    assert Race.from_dict(json.loads(json.dumps(race.to_dict()))).to_dict() == race.to_dict()
+
+
+# ------------------------------------------------------------------ latencies as the search records them
+def study_with(**latency):
+    study = load_study(os.path.join(REPO, "studies", "pareto.yaml"))
+    lat = dataclasses.replace(study.budgets.latency, **latency)
+    return dataclasses.replace(study, budgets=dataclasses.replace(study.budgets, latency=lat))
+
+
+def row(ms, source="measured-final", half=0.002):
+    return {"latency_ms": ms, "latency_low_ms": ms - half, "latency_high_ms": ms + half, "latency_source": source}
+
+
+ACCURATE = {r: 0.60 + 0.001 * (r % 2) for r in range(6)}  # as fractions, 6 replicates each
+WORSE = {r: 0.54 + 0.001 * (r % 3) for r in range(6)}     # 6 points less accurate
+
+
+def test_a_predicted_latency_carries_the_predictors_error(tmp_path):
+    """A 3% predicted edge with tight part intervals confirmed a candidate 6 points less accurate."""
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"runtime": "onnxruntime", "batch_size": 1, "threads": 1, "input_size": 32,
+                                 "in_chans": 3, "num_classes": 10, "parts": {}, "error_pct": 3.0}))
+    study = study_with(source="predicted", table=str(table))
+    race = make_race(study, [("acc", row(1.00, "predicted"), ACCURATE), ("fast", row(0.97, "predicted"), WORSE)],
+                     None, 2000)
+    assert race.candidates["fast"].latency_se == pytest.approx(math.hypot(0.002 / 1.96, 0.97 * 0.03 * MAPE_TO_SD))
+    assert race.verdicts()["fast"].status != CONFIRMED
+    no_table = make_race(study_with(source="predicted", table=None), [("acc", row(1.0, "predicted"), ACCURATE),
+                                                                      ("fast", row(0.5, "predicted"), WORSE)], None, 2000)
+    assert no_table.verdicts()["fast"].status != CONFIRMED  # unknown predictor error: latency decides nothing
+
+
+def test_a_candidate_without_latency_is_never_confirmed_by_latency():
+    race = make_race(study_with(), [("acc", row(1.0), ACCURATE), ("nolat", {"latency_ms": None}, WORSE)], None, 2000)
+    v = race.verdicts()["nolat"]
+    assert math.isnan(race.candidates["nolat"].latency) and v.status != CONFIRMED and "no latency" in v.note
+    summary = json.loads(json.dumps(race.summary(), allow_nan=False))
+    assert summary["verdicts"]["nolat"]["latency"] is None
+
+
+def test_a_draw_time_latency_compared_with_the_final_run_carries_the_run_to_run_spread():
+    """Beyond 40 candidates only the front is measured again: a rival's draw-time figure 5% below the front's
+    final one, with a tight within-run interval, confirmed it although it is 6 points less accurate."""
+    study = study_with()
+    race = make_race(study, [("front", row(1.00), ACCURATE), ("rival", row(0.95, "measured"), WORSE)], None, 2000)
+    assert race.between_run_cv == study.latency.between_run_cv > 0
+    assert race.verdicts()["rival"].status != CONFIRMED
+    same_run = make_race(study, [("front", row(1.00), ACCURATE), ("rival", row(0.95), WORSE)], None, 2000)
+    assert same_run.verdicts()["rival"].status == CONFIRMED  # side by side in one run: the within-run error holds

@@ -19,6 +19,14 @@ The protocol (``measure_interleaved``)
    as above), up to ``cfg.max_extra_rounds``; still too wide, it is returned with ``noisy=True``:
    flagged for the caller, never silently used.
 
+What an interval covers: the noise *within one measurement run* (the rounds of that run). Two runs of the
+same network differ by more (the machine's state, other load, the process): measured as a relative sd of
+19% per run on this 2-core machine under load (``benchmarks/latency_between_runs.py``: 8 specs, two fresh
+``lkscale cost`` processes each, one core kept busy; 3 of 8 pairs of intervals disjoint). Each measured
+result records ``between_run_cv`` (``LatencyConfig.between_run_cv``): add ``between_run_cv * median`` in
+quadrature per run before comparing figures from different runs (``lkscale.racing`` does).
+:func:`across_runs_interval` widens one interval that way.
+
 The clock is injectable (``timer(name, runner, n) -> seconds per call``) so that the protocol is
 tested without depending on wall-clock speed. ``quiet.py`` tells the caller when the machine is quiet.
 
@@ -37,6 +45,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
+from scipy import special
 from torch import nn
 
 from lkscale.config import LatencyConfig
@@ -63,8 +72,9 @@ class LatencyResult:
     throughput_ips: float  # images per second at this batch size (batch_size / median)
     source: str = "measured"  # measured | predicted
     error_pct: float | None = None  # predicted: the predictor's held-out mean absolute percentage error
-    ci_level: float | None = None  # coverage of [ci_low, ci_high]
+    ci_level: float | None = None  # coverage of [ci_low, ci_high] (within this run: see the module doc)
     note: str = ""  # exporter/runtime version, a fallback, the table used
+    between_run_cv: float | None = None  # measured: relative sd another measurement run adds (not in the interval)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -79,7 +89,8 @@ class LatencyResult:
         flag = "  NOISY (spread above max_cv)" if self.noisy else ""
         what = "predicted" if self.source == "predicted" else f"{self.rounds} interleaved rounds"
         err = f", predictor MAPE {self.error_pct:.1f}%" if self.error_pct is not None else ""
-        return (f"{self.median_ms:.3f} ms [{self.ci_low_ms:.3f}-{self.ci_high_ms:.3f}] cv {100 * self.cv:.1f}% "
+        scope = " within-run" if self.source == "measured" else ""
+        return (f"{self.median_ms:.3f} ms [{self.ci_low_ms:.3f}-{self.ci_high_ms:.3f}{scope}] cv {100 * self.cv:.1f}% "
                 f"({self.runtime}, batch {self.batch_size}, {self.threads} thread(s), {self.input_size} px, "
                 f"{what}{err}; {self.throughput_ips:.0f} img/s){flag}")
 
@@ -123,6 +134,16 @@ def summarize(round_values_s, runtime: str, batch_size: int, n_threads: int, inp
                          median_ms=med, ci_low_ms=lo, ci_high_ms=hi, cv=robust_cv(ms), rounds=int(ms.size),
                          noisy=noisy, throughput_ips=batch_size / (med / 1e3) if med > 0 else math.inf,
                          ci_level=level, note=note)
+
+
+def across_runs_interval(median_ms: float, low_ms: float, high_ms: float, between_run_cv: float,
+                         confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """A within-run interval widened for comparison with another run's figures: its half widths plus the
+    run-to-run sd (``between_run_cv * median``) combined in quadrature, at ``confidence`` (normal quantile)."""
+    z = float(special.ndtri(0.5 + confidence / 2))
+    extra = z * between_run_cv * median_ms
+    lo, hi = median_ms - low_ms, high_ms - median_ms
+    return median_ms - math.hypot(lo, extra), median_ms + math.hypot(hi, extra)
 
 
 # ------------------------------------------------------------------------------------------- protocol
@@ -185,8 +206,9 @@ def measure_interleaved(models: Mapping[str, nn.Module], cfg: LatencyConfig, in_
         runners = {name: make_runner(m, cfg.runtime, cfg.batch_size, size, cfg.threads, in_chans)
                    for name, m in models.items()}
         values, noisy = run_protocol(runners, cfg, timer, seed, progress)
-    return {name: summarize(values[name], runners[name].runtime, cfg.batch_size, cfg.threads, size,
-                            name in noisy, runners[name].note) for name in models}
+    return {name: dataclasses.replace(summarize(values[name], runners[name].runtime, cfg.batch_size, cfg.threads,
+                                                size, name in noisy, runners[name].note),
+                                      between_run_cv=cfg.between_run_cv) for name in models}
 
 
 # ------------------------------------------------------------------------- single-model (older) timing
