@@ -55,7 +55,7 @@ def expected(study: str) -> set[tuple[str, int]]:
     return {(n, r) for n in space_specs(s) for r in range(s.search.replicates)}
 
 
-def start(study: str, out: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
+def _start(study: str, out: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
     e = dict(os.environ, **(env or {}))
     return subprocess.Popen([sys.executable, __file__, "search", study, "--output", out, "--no-report", *extra],
                             cwd=REPO, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -99,6 +99,11 @@ def reap(proc: subprocess.Popen, wait_s: float = 10.0) -> None:
         time.sleep(0.5)
     kill_group(proc)
     proc.wait()
+    for pid in session_pids(proc.pid):  # Ray's agents start their own process groups in the driver's session
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
     deadline = time.time() + 15
     while time.time() < deadline and session_pids(proc.pid):
         time.sleep(0.2)
@@ -114,7 +119,10 @@ def rows(out: str) -> list:
 
 
 def done(out: str) -> set[tuple[str, int]]:
-    return {(t.name, int(t.get("replicate") or 0)) for t in rows(out) if t.state == "complete"}
+    from lkscale.rundir import read_trials
+
+    rs = read_trials(out, []) if os.path.isfile(os.path.join(out, "trials.csv")) else []  # damaged rows: not done
+    return {(t.name, int(t.get("replicate") or 0)) for t in rs if t.state == "complete"}
 
 
 def wait_for(cond, timeout: float = 120.0, step: float = 0.2) -> bool:
@@ -186,15 +194,48 @@ def check_record(out: str, study: str, log: str, finished_before: set) -> dict:
 
 FAULT_NAMES = {"enospc": "full disk while writing the record", "sigkill": "driver SIGKILL",
                "sigkill-group": "driver + its Ray SIGKILL (node lost)", "sigint": "SIGINT (Ctrl-C)",
-               "worker": "trial worker SIGKILL", "second": "second driver on the folder"}
+               "worker": "trial worker SIGKILL", "second": "second driver on the folder",
+               "damage": "trials.csv cut inside its last row, summary.json cut (damaged outside lkscale)"}
+
+
+def damage(out: str, rng: random.Random) -> str:
+    """Cut trials.csv inside its last row and summary.json in half, as a copy damaged outside lkscale would;
+    returns the trial_id of the cut row. The damage is named (report) before the resume rebuilds it."""
+    from lkscale.rundir import record_damage
+
+    path = os.path.join(out, "trials.csv")
+    text = open(path).read()
+    last = text.rstrip("\n").rfind("\n") + 1
+    cut = last + rng.randint(12, len(text) - last - 2)
+    with open(path, "w") as f:
+        f.write(text[:cut])
+    summary = os.path.join(out, "summary.json")
+    if os.path.isfile(summary):
+        body = open(summary).read()
+        with open(summary, "w") as f:
+            f.write(body[: len(body) // 2])
+    named = record_damage(out)
+    assert any(d.file == path and d.where.startswith("row ") for d in named), [str(d) for d in named]
+    return text[last:].split(",", 1)[0]
 
 
 def chain(tmp: str, faults: list[str], seed: int = 0, say=lambda m: None) -> dict:
+    started: list[subprocess.Popen] = []
+    try:
+        return _chain(tmp, faults, seed, say, started)
+    finally:  # whatever happened, no driver or Ray process of ours outlives the scenario
+        for p in started:
+            if p.poll() is None or session_pids(p.pid):
+                reap(p, 0)
+
+
+def _chain(tmp: str, faults: list[str], seed: int, say, started: list) -> dict:
     """One search hit by ``faults`` in turn (each but ``worker`` ends a run; the next run is --resume), then
     resumed to the end; a second driver is started while the first run holds the folder. Every fault is
     checked where it strikes (exit codes, messages, the record still whole) and the final record against an
     uninterrupted run's (``check_record``). Returns the faults injected, in order, and the record's counts."""
     rng = random.Random(seed)
+    start = lambda *a, **k: started.append(_start(*a, **k)) or started[-1]  # noqa: E731
     study = study_file(tmp)
     out = os.path.join(tmp, "run")
     log = os.path.join(tmp, "trained.log")
@@ -202,11 +243,19 @@ def chain(tmp: str, faults: list[str], seed: int = 0, say=lambda m: None) -> dic
     total = len(expected(study))
     injected: list[str] = []
     finished_before: set = set()
+    damaged = None
     for i, fault in enumerate(faults + [None]):
         k = rng.randint(0, total - 2)  # the fault strikes after k more finished trials (and a random moment)
         fenv = dict(env, LKSCALE_FAULT=f"enospc-after:{rng.randint(2, 12)}") if fault == "enospc" else env
         before = done(out) if os.path.isdir(out) else set()
         proc = start(study, out, *(("--resume",) if i else ()), env=fenv)
+        if damaged:  # the resume says what it rebuilt from the Tune folders
+            rc, err = finish(proc)
+            assert rc == 0 and "rebuilt from the Tune folders" in err and "summary.json" in err, err[-3000:]
+            damaged = None
+            if fault is None:
+                break
+            proc = start(study, out, "--resume", env=fenv)
         if i == 0:  # a second driver while the first holds the folder: refused at once, exit 2, one line
             assert wait_for(lambda: os.path.exists(os.path.join(out, ".lkscale.owner.json")), 120)
             rc2, err2 = finish(start(study, out, "--resume", env=env), 120)
@@ -242,6 +291,11 @@ def chain(tmp: str, faults: list[str], seed: int = 0, say=lambda m: None) -> dic
             kill_group(proc, signal.SIGINT)
             finish(proc, 90)
             reap(proc, 0)
+        elif fault == "damage":  # after a clean end: the record damaged outside lkscale
+            rc, err = finish(proc)
+            assert rc == 0, err[-3000:]
+            finished_before |= done(out)
+            damaged = damage(out, rng)
         else:
             rc, err = finish(proc)
             if fault == "enospc" and rc != 0:
@@ -372,6 +426,25 @@ if __name__ != "__main__":
         assert out.get("refused") and out.get("lifted"), out
         assert out["report"]["failed"] and out["report"]["error"].startswith(
             "out of memory: training this candidate needed more than its limit of 0.5 MiB"), out
+
+    def test_plan_says_the_peak_memory_per_trial_it_expects(tmp_path):
+        """lkscale plan: the probe's measured peak (getrusage) plus the trial's images, and the limit if any."""
+        import yaml
+
+        from lkscale.search.planning import make_plan
+        from lkscale.study import load_study
+
+        raw = yaml.safe_load(open(study_file(str(tmp_path))))
+        raw["resources"] = {"memory_per_trial_mb": 900}
+        path = tmp_path / "mem.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        mem = make_plan(load_study(str(path)), latency=False)["estimate"]["memory"]
+        with open("/proc/self/status") as f:  # this process ran the probe: its peak is at least its size now
+            rss_mb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+        assert rss_mb <= mem["probe_peak_mb"] < 16 * 1024
+        assert mem["images_mb"] == round((4 + 2) * 10 * 3 * 32 * 32 / 2 ** 20, 1)  # train + val images, uint8
+        assert mem["per_trial_mb"] == round(mem["probe_peak_mb"] + mem["images_mb"], 1)
+        assert "MiB per trial at peak" in mem["text"] and "per-trial limit 900 MiB" in mem["text"]
 
 
 # ------------------------------------------------------------------------------------------ the driver

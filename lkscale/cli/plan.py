@@ -75,5 +75,7 @@ def run(args: argparse.Namespace) -> int:
                    f"{_fmt_s(est['wall_seconds'])} of wall time ({est['note']})")
     elif est:
         out.append(f"estimate: {est['note']}")
+    if est and est.get("memory"):
+        out.append(est["memory"]["text"])
     print("\n".join(out))
     return 0

@@ -18,6 +18,7 @@ from lkscale.cost import estimate, measure_train_step
 from lkscale.cost.measure import latency_of
 from lkscale.model import build_model
 from lkscale.search.checks import check_data, check_resources, space_points
+from lkscale.search.memory import peak_rss_mb
 from lkscale.search.objective import budget_violations
 from lkscale.study import Study
 
@@ -125,10 +126,11 @@ def _estimate(study: Study, feasible: list, ex: dict, say: Callable[[str], None]
     """Wall time: trial-epochs x seconds per epoch (probe, interpolated by FLOPs) / trials at a time."""
     lo, hi = min(feasible, key=lambda r: r["flops"]), max(feasible, key=lambda r: r["flops"])
     step_s = probe_throughput(study, [ex["distinct"][lo["name"]]["spec"], ex["distinct"][hi["name"]]["spec"]], say)
+    memory = peak_memory(study, peak_rss_mb())  # right after the probe: its peak is the costliest train step's
     steps = math.ceil(study.data.train_per_class * 10 / study.proxy.batch_size) if study.data.train_per_class \
         else None
     if steps is None:
-        return {"note": "train_per_class is null (all images): no estimate without the dataset size"}
+        return {"note": "train_per_class is null (all images): no estimate without the dataset size", "memory": memory}
 
     def epoch_s(r):
         f0, f1 = lo["flops"], hi["flops"]
@@ -151,8 +153,29 @@ def _estimate(study: Study, feasible: list, ex: dict, say: Callable[[str], None]
             if load is not None and load > 1.0 else "probed with the machine quiet: trials sharing cores run slower")
     return {"trials": n * reps, "trial_epochs": n * reps * epochs, "seconds_per_epoch": {
         r["name"]: round(epoch_s(r), 1) for r in (lo, hi)}, "wall_seconds": round(wall),
-        "probe_load_per_cpu": load,
+        "probe_load_per_cpu": load, "memory": memory,
         "note": ("an upper bound: pruning stops some trials early; " if pruned else "") + busy}
+
+
+def peak_memory(study: Study, probe_peak_mb: float) -> dict:
+    """Peak memory a trial is expected to reach: the probe process's peak resident memory (the interpreter,
+    torch and the costliest network's train step at the proxy's batch size, measured with ``getrusage``) plus
+    the trial's images held in memory as uint8 (training and validation). Ray's own worker process adds to
+    it (not measured here). ``resources.memory_per_trial_mb`` limits a trial's growth past its start."""
+    n = None if study.data.train_per_class is None else \
+        (study.data.train_per_class + (study.data.val_per_class or 0)) * 10  # images per trial (10 classes assumed)
+    size = study.data.input_size
+    images_mb = None if n is None else n * 3 * size * size / 2 ** 20
+    total = probe_peak_mb + (images_mb or 0.0)
+    limit = study.resources.memory_per_trial_mb
+    text = (f"memory: about {total:.0f} MiB per trial at peak (measured: {probe_peak_mb:.0f} MiB for torch and the "
+            f"costliest train step at batch {study.proxy.batch_size}" +
+            (f", plus {images_mb:.0f} MiB of images" if images_mb is not None else ", plus the images (count unknown)")
+            + "; Ray's worker adds its own)" +
+            (f"; per-trial limit {limit:g} MiB of growth" if limit else "; no per-trial limit "
+             "(resources.memory_per_trial_mb)"))
+    return {"probe_peak_mb": round(probe_peak_mb, 1), "images_mb": None if images_mb is None else round(images_mb, 1),
+            "per_trial_mb": round(total, 1), "limit_mb": limit, "text": text}
 
 
 def _load_per_cpu() -> float | None:
