@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from conftest import REPO
-from lkscale.baselines import Baseline, parse_one
+from lkscale.baselines import Baseline
+from lkscale.report import make_report
 from lkscale.report.baselines import compare, comparisons, markdown_lines
 from lkscale.rundir import Trial, candidates, front_of, load_run, read_trials, write_trials
 from lkscale.study import StudyError, load_study, parse_study
@@ -191,9 +192,11 @@ def test_search_trains_baselines_with_the_replicate_seeds_and_reports_them(tmp_p
     assert all(t.state == "complete" and t.seed == seeds[t.replicate] for t in bases)
     assert all(t.latency_source == "measured-final" and t.params for t in bases)
     assert all(t.get("role") != "baseline" for t in front_of(candidates(rows), "latency_ms"))
+    make_report(str(out))  # as `lkscale search` does at its end
     summary = load_run(str(out)).summary
     verdict = {r["baseline"]: r for r in summary["baselines"]}
     assert verdict["timm:mobilenetv3_small_050"]["dominated_by"] == []  # 60% beats every candidate's curve
+    assert verdict["timm:lcnet_050"]["dominated_by"]  # 40%, slower than these tiny candidates
     assert "No front member dominates timm:mobilenetv3_small_050" in open(out / "report.md").read()
     assert "## Baselines" in open(out / "report.md").read() and "id='baselines'" in open(out / "report.html").read()
     before = trained(log)

@@ -27,7 +27,7 @@ import os
 from scipy import special
 
 from lkscale.comparisons import paired_test
-from lkscale.report.labels import acc_interval_text, blocks_label, ms_interval_text
+from lkscale.report.labels import acc_interval_text, blocks_label, ms_interval_text, reparam_label
 from lkscale.rundir import Run, Trial, candidates, front_of, read_trials_csv, update_summary
 
 ROLE = "baseline"
@@ -50,9 +50,11 @@ def _se(t: Trial, confidence: float) -> float:
 
 
 def label(t: Trial) -> str:
-    """``replk 7-7-7-3`` (block family and kernels), else the name."""
+    """``replk 7-7-7-3`` (block family and kernels; ``re-param 3|3|-`` where it has branches), else the name."""
     if t.get("kernels") and t.get("role") != ROLE:
-        return f"{blocks_label(t.get('blocks'))} {'-'.join(map(str, t.get('kernels')))}"
+        rep = reparam_label(t.get("reparam"))
+        return f"{blocks_label(t.get('blocks'))} {'-'.join(map(str, t.get('kernels')))}" + \
+            (f" re-param {rep}" if rep != "none" else "")
     return str(t.name)
 
 
@@ -86,10 +88,11 @@ def compare(member: Trial, base: Trial, confidence: float = 0.95, k: int = 1) ->
 
 
 def _diff_text(c: dict) -> str:
-    d = c["acc_diff"]
-    word = "more" if d >= 0 else "less"
-    iv = f" [{c['acc_low']:.1f}, {c['acc_high']:.1f}]" if c["acc_low"] is not None else ""
-    return f"{abs(d):.1f}{iv} points {word} accurate"
+    d, lo, hi = c["acc_diff"], c["acc_low"], c["acc_high"]
+    if d < 0:  # said as "less accurate": the interval of the baseline's lead
+        d, lo, hi = -d, (None if hi is None else -hi), (None if lo is None else -lo)
+    iv = f" [{lo:.1f}, {hi:.1f}]" if lo is not None else ""
+    return f"{d:.1f}{iv} points {'more' if c['acc_diff'] >= 0 else 'less'} accurate"
 
 
 def sentence(c: dict | None, base: Trial, confidence: float, k: int) -> str:
