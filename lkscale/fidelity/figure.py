@@ -31,7 +31,8 @@ def scatter_png(rows: list[dict], path: str, stats: dict | None = None) -> str |
         return None
     fig, ax = plt.subplots(figsize=(5.2, 4.4), dpi=110)
     for role, marker, colour in (("front", "*", "tab:red"), ("spread", "o", "tab:blue")):
-        pts = [(100 * float(r["proxy_acc"]), 100 * float(r["high_acc"])) for r in rows if r.get("role") == role]
+        pts = [(100 * float(r["proxy_acc"]), 100 * float(r["high_acc"])) for r in rows
+               if r.get("role") == role or (role == "spread" and r.get("role") == "random")]
         if pts:
             ax.scatter(*zip(*pts), marker=marker, s=90 if marker == "*" else 40, c=colour,
                        label="proxy front" if role == "front" else "rest of the sample", zorder=3)
@@ -72,11 +73,12 @@ def markdown_section(entry: dict, figure: str | None = None) -> str:
     s, st = entry.get("settings", {}), entry.get("proxy_vs_high", {})
     k = st.get("k", 3)
     lines = ["## Proxy fidelity", "",
-             f"{st.get('n', 0)} sampled candidates (the proxy front plus a spread over accuracy and latency) retrained "
+             f"{st.get('n', 0)} sampled candidates (a stratified random sample: proxy front and the rest) retrained "
              f"for {s.get('epochs')} epochs ({s.get('epoch_ratio', 0):g}x the proxy's {s.get('proxy_epochs')}), "
              f"{s.get('high_train_per_class') or 'all'} training images per class, augmentation "
              f"{'on' if s.get('augment') else 'off'}, {s.get('high_input_size')} px. Intervals: 95% percentile "
-             f"bootstrap over candidates.", "",
+             f"bootstrap over candidates; Kendall tau and Spearman rho estimate the whole search's (pairs weighted by "
+             f"their inverse inclusion probability, high-fidelity noise in the interval) when the sample design is known.", "",
              "| statistic | proxy vs high fidelity |", "|---|---|"]
     for key, label in STATS[:2]:
         lines.append(f"| {label} | {_iv(st.get(key))} |")

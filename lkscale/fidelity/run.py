@@ -17,7 +17,7 @@ from typing import Callable
 
 from lkscale.config import DataConfig, FidelityConfig, PruningConfig, TrainConfig, from_dict, to_dict
 from lkscale.fidelity.replay import replay_rules
-from lkscale.fidelity.sample import stratified_sample
+from lkscale.fidelity.sample import strata, stratified_sample
 from lkscale.fidelity.stats import fidelity_statistics, rung_statistics
 from lkscale.rundir import (Run, RunDir, RunDirError, Trial, candidates, fidelity_experiment, keep_damaged, load_run,
                             read_fidelity, update_summary, write_fidelity)
@@ -155,7 +155,8 @@ def statistics(plan: Plan) -> dict:
                      "high_train_per_class": plan.data.train_per_class, "high_val_per_class": plan.data.val_per_class,
                      "high_input_size": plan.data.input_size, "epoch_ratio": cfg.epochs / max(1, plan.proxy_epochs)},
         "sample": [{"name": c.name, "role": role} for c, role in plan.sample],
-        "proxy_vs_high": fidelity_statistics(rows, plan.reference, cfg.top_k, cfg.warn_tau, cfg.seed),
+        "proxy_vs_high": fidelity_statistics(rows, plan.reference, cfg.top_k, cfg.warn_tau, cfg.seed,
+                                             population=strata(candidates(list(run.trials)))),
         "rungs": [rung_statistics(first, r, plan.proxy_epochs, cfg.top_k, 1 / rf, cfg.warn_tau, cfg.seed) for r in rungs],
         "pruning": "none (scaling study)" if search.get("mode") == "scaling" else pcfg.scheduler,
         "pruning_replay": replayed,

@@ -1,48 +1,51 @@
-"""The sample to retrain: every candidate on the proxy's (accuracy, latency) front, then candidates spread
-over the rest of the accuracy and latency range (greedy farthest point in rank space, seeded)."""
+"""The sample to retrain: a stratified *random* sample, so that its statistics estimate the population's.
+
+Two strata of the complete candidates (those with an accuracy and a latency): the proxy's (accuracy,
+latency) front and the rest. Each stratum is sampled uniformly at random without replacement (seeded):
+the front gets ``min(front size, n - min(n // 2, rest size))`` places, the rest the others, so at least
+half the sample is drawn from the rest when it is large enough. Every sampled candidate's inclusion
+probability is known (places / stratum size), and :mod:`lkscale.fidelity.stats` weights pairs by the
+inverse of theirs (Horvitz-Thompson), so Kendall tau estimates the population's, not the sample's.
+
+(The sample used to be the whole front plus a farthest-first spread: not a probability sample, and its
+rank agreement overstated the population's by about +0.14 at a population tau of 0.5.)
+"""
 from __future__ import annotations
 
 import numpy as np
 
 from lkscale.rundir import Trial, front_of
 
-
-def _ranks(v: np.ndarray) -> np.ndarray:
-    """Ranks scaled to [0, 1] (ties keep their order of appearance; one value -> 0)."""
-    r = np.argsort(np.argsort(v, kind="stable"), kind="stable").astype(float)
-    return r / max(1, len(v) - 1)
+FRONT, RANDOM = "front", "random"
 
 
-def _spread(points: np.ndarray, chosen: list[int], n: int, rng: np.random.Generator) -> list[int]:
-    """Add points one at a time, each the farthest (max-min distance) from those already chosen."""
-    chosen = list(chosen)
-    if not chosen:
-        chosen.append(int(rng.integers(len(points))))
-    jitter = rng.uniform(0, 1e-9, len(points))  # seeded tie-break between equally far points
-    while len(chosen) < min(n, len(points)):
-        d = np.min(np.linalg.norm(points[:, None, :] - points[None, chosen, :], axis=-1), axis=1) + jitter
-        d[chosen] = -1.0
-        chosen.append(int(np.argmax(d)))
-    return chosen
+def sample_pool(cands: list[Trial], col: str = "latency_ms") -> list[Trial]:
+    """The candidates a sample is drawn from: complete, with an accuracy and a ``col`` value."""
+    return [c for c in cands if c.state == "complete" and c.get("val_acc") is not None and c.get(col) is not None]
+
+
+def strata(cands: list[Trial], col: str = "latency_ms") -> dict[str, int]:
+    """Population size of each stratum: {"front": N_front, "random": N_rest}."""
+    pool = sample_pool(cands, col)
+    n_front = len(front_of(pool, col)) if pool else 0
+    return {FRONT: n_front, RANDOM: len(pool) - n_front}
 
 
 def stratified_sample(cands: list[Trial], n: int, seed: int = 0, col: str = "latency_ms") -> list[tuple[Trial, str]]:
-    """``n`` complete candidates as ``(candidate, role)``, role ``front`` or ``spread``.
-
-    Every front member is taken (when the front alone is larger than ``n``, ``n`` of them spread along
-    it); the rest are chosen farthest-first in (accuracy rank, ``col`` rank) space from those already
-    taken, so the sample reaches the ends of both ranges before it fills the middle.
-    """
-    pool = [c for c in cands if c.state == "complete" and c.get("val_acc") is not None and c.get(col) is not None]
+    """``n`` complete candidates as ``(candidate, role)``, role ``front`` or ``random`` (see the module doc)."""
+    pool = sample_pool(cands, col)
     if n < 1 or not pool:
         return []
     rng = np.random.default_rng(seed)
-    pts = np.c_[_ranks(np.array([c.val_acc for c in pool], float)), _ranks(np.array([c.row[col] for c in pool], float))]
-    front_names = [t.name for t in front_of(pool, col)]
-    front_idx = [next(i for i, c in enumerate(pool) if c.name == name) for name in front_names]
-    if len(front_idx) > n:
-        sub = _spread(pts[front_idx], [0, len(front_idx) - 1][: min(2, n)], n, rng)
-        return [(pool[front_idx[i]], "front") for i in sub]
-    chosen = _spread(pts, front_idx, n, rng)
-    fset = set(front_idx)
-    return [(pool[i], "front" if i in fset else "spread") for i in chosen]
+    front_names = {t.name for t in front_of(pool, col)}
+    front = [c for c in pool if c.name in front_names]
+    rest = [c for c in pool if c.name not in front_names]
+    n = min(n, len(pool))
+    f = min(len(front), n - min(n // 2, len(rest)))
+    m = n - f
+    take_f = sorted(rng.choice(len(front), f, replace=False).tolist()) if f else []
+    take_r = sorted(rng.choice(len(rest), m, replace=False).tolist()) if m else []
+    return [(front[i], FRONT) for i in take_f] + [(rest[i], RANDOM) for i in take_r]
+
+
+__all__ = ["stratified_sample", "strata", "sample_pool", "FRONT", "RANDOM"]
