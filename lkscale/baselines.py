@@ -17,6 +17,7 @@ the latency code: ``name``, ``without_reparam()``, ``build()``). Their rows in `
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,17 @@ class Baseline:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "model": self.model, "name": self.name}
+
+    def to_json(self) -> str:
+        """As ``ArchSpec.to_json`` (what travels to a remote latency measurement); :func:`spec_from_json`."""
+        return json.dumps({"baseline": self.name})
+
+
+def spec_from_json(text: str) -> ArchSpec | Baseline:
+    """An ArchSpec or a Baseline from its ``to_json`` text."""
+    obj = json.loads(text)
+    return from_name(obj["baseline"]) if isinstance(obj, dict) and set(obj) == {"baseline"} else \
+        ArchSpec.from_json(text)
 
 
 def parse_one(raw: Any, path: str) -> Baseline:
@@ -146,4 +158,4 @@ def from_name(name: str) -> Baseline:
 
 
 __all__ = ["Baseline", "BaselineError", "ROLE", "parse_one", "parse_baselines", "check_runs", "build_seeded",
-           "from_name"]
+           "from_name", "spec_from_json"]

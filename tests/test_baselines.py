@@ -218,3 +218,14 @@ def test_markdown_section_from_a_run_folder(tmp_path):
     assert "| timm:small (over latency_ms budget) |" in text
     assert "replk 3-3-3 is 10.0 [" in text and "0.50x the latency of timm:small: it dominates" in text
     assert json.load(open(tmp_path / "summary.json"))["baselines"][0]["dominated_by"] == ["a"]
+
+
+def test_a_baseline_travels_to_a_remote_latency_measurement_as_a_spec_does():
+    """budgets.latency.resources measures on another node from ``to_json`` texts (search.remote_latency)."""
+    from lkscale.baselines import spec_from_json
+    from lkscale.presets import get_preset
+
+    b = Baseline("timm", "lcnet_050")
+    assert spec_from_json(b.to_json()) == b and b.without_reparam() is b
+    spec = get_preset("replk_proxy")
+    assert spec_from_json(spec.to_json()) == spec

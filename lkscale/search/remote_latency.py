@@ -20,6 +20,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from lkscale.baselines import spec_from_json
 from lkscale.config import LatencyConfig, from_dict, to_dict
 from lkscale.cost.measure import latency_of
 from lkscale.spec import ArchSpec
@@ -37,7 +38,7 @@ def where() -> str:
 
 @ray.remote(max_retries=0)
 def _measure(specs: list[str], cfg: dict) -> tuple[dict, str]:
-    res = latency_of([ArchSpec.from_json(s) for s in specs], from_dict(LatencyConfig, cfg))
+    res = latency_of([spec_from_json(s) for s in specs], from_dict(LatencyConfig, cfg))  # a baseline, too
     return res, where()
 
 
