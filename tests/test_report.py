@@ -363,7 +363,7 @@ def test_report_names_the_significant_step_only(replicate_report):
     assert line["x"] == "effective stage-1 kernel" and line["x_values"] == [3.0, 7.0, 13.0, 31.0]  # min(K, 2 x 16 - 1) on the 16 px stage-1 map
     # 31-29-27-13 is shown less than 1 point above 13-13-7-3; 13-13-7-3 vs 7-7-7-3 is undecided
     assert line["gains_stop_at"] == [13, 13, 7, 3]
-    assert "gains stop at 13-13-7-3" in conclusions
+    assert "gains stop by 13-13-7-3 at the latest" in conclusions
     assert line["fit"] is not None and len(line["fit"]["band_low"]) == len(line["fit"]["grid"])
     row = next(r for r in res["kernel_scaling"]["rows"] if r["kernels"] == [7, 7, 7, 3] and r["reparam"] == "none")
     assert row["val_acc_mean"] == pytest.approx(sum(acc[(7, 7, 7, 3)]) / 3) and row["n_replicates"] == 3

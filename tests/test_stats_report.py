@@ -22,8 +22,8 @@ def test_first_lines_answer_the_question_with_intervals(tmp_path):
     md = open(os.path.join(run, "report.md"), encoding="utf-8").read().splitlines()
     first = md[2]  # right under the title
     assert first.startswith("**replk (re-param none)**: 7-7-7-3 beats 3-3-3-3 by +8.0 [")
-    assert "gains stop at 13-13-7-3" in first and "undecided: 7-7-7-3 vs 13-13-7-3" in first
-    assert "replicates per setting would decide it at the measured paired sd" in first
+    assert "gains stop by 13-13-7-3 at the latest" in first and "undecided: 7-7-7-3 -> 13-13-7-3" in first
+    assert "replicates would decide it" in first and "replicates per setting at the line's paired sd" in first
     assert "minimum detectable step (80% power" in first and "(90% intervals, margin +-1 point)" in first
     summary = json.load(open(os.path.join(run, "summary.json")))["report"]
     assert summary["answer"][0] in md[2]

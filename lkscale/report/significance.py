@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from lkscale.comparisons import Decision, min_detectable_effect
+from lkscale.comparisons import Decision, decision_replicates, min_detectable_effect
 from lkscale.config import AnalysisConfig, build
 from lkscale.report.labels import dot
 from lkscale.scaling_fit import fit_saturating, where_gains_stop
@@ -95,7 +95,7 @@ def _fit(xs: list, reps: list[dict], confidence: float) -> tuple[dict | None, st
 
 
 def _pooled_sd(records: list[dict]) -> float | None:
-    """The line's paired spread (points): root mean square of its neighbouring steps' spreads."""
+    """The line's paired spread (points): root mean square of its neighbouring steps' spreads (each floored)."""
     sds = [r["sd_points"] for r in records if r.get("sd_points")]
     return float(np.sqrt(np.mean(np.square(sds)))) if sds else None
 
@@ -144,6 +144,13 @@ def analyse_line(settings: list, reps: list[dict], stem_stride: int | None, inpu
     out["paired_sd"] = sd
     if sd:
         out["mde"] = min_detectable_effect(sd, n, an.alpha, an.power, two_sided=False)
+        # one sd with 2 df is too noisy to plan with: the replicates an undecided comparison needs are at the line's
+        # pooled paired sd (and its own measured difference), each test at alpha / the family's size (Holm's first)
+        for fam in (out["steps"], out["vs_best"]["comparisons"]):
+            for rec in fam:
+                if rec["verdict"] == "undecided" and rec["diff"] is not None:
+                    rec["replicates_needed"] = decision_replicates(sd, an.margin, 100 * rec["diff"],
+                                                                   an.alpha / len(fam), an.power)
     if fit_obj is not None and fit_obj.identifiable:
         grid = np.linspace(min(xs), max(xs), 2001)
         within = np.flatnonzero(fit_obj.params[0] - fit_obj.predict(grid) <= an.margin / 100)
@@ -160,11 +167,13 @@ def _iv(rec: dict) -> str:
     return f"{100 * rec['diff']:+.1f} [{100 * rec['low']:+.1f}, {100 * rec['high']:+.1f}]"
 
 
-def _need(rec: dict, sd: float | None) -> str:
-    if rec.get("replicates_needed") is None:
-        return ""
-    spread = f" at the measured paired sd {rec['sd_points']:.2g}" if rec.get("sd_points") else ""
-    return f"~{rec['replicates_needed']} replicates per setting would decide it{spread}"
+def raw_verdict(rec: dict) -> str:
+    """The verdict the comparison's own interval gives, before Holm over the line."""
+    m, lo, hi = rec["margin"], rec["low"], rec["high"]
+    if lo is None:
+        return "undecided"
+    return ("equivalent" if -m < 100 * lo and 100 * hi < m else "better" if lo > 0 else "worse" if hi < 0
+            else "undecided")
 
 
 def line_sentence(line: dict) -> str:
@@ -185,8 +194,12 @@ def line_sentence(line: dict) -> str:
         parts.append("; ".join(f"{_name(w['to'])} beats {_name(w['from'])} by {_iv(w)} points" for w in wins[-2:]))
     if stop is not None:
         larger = settings[settings.index(stop) + 1:]
-        parts.append(f"gains stop at {_name(stop)}" + (
-            f" ({_span(larger)} {'is' if len(larger) == 1 else 'are each'} less than {pts} above it)" if larger else ""))
+        each = "is" if len(larger) == 1 else "are each"
+        if stop == settings[0]:
+            parts.append(f"no setting gains {pts} or more over {_name(stop)} ({_span(larger)} {each} less than "
+                         f"{pts} above it)")
+        else:
+            parts.append(f"gains stop by {_name(stop)} at the latest ({_span(larger)} {each} less than {pts} above it)")
     elif wins:
         parts.append("gains are not shown to stop")
     eq = [s for s in steps if s["verdict"] == "equivalent"]
@@ -195,14 +208,24 @@ def line_sentence(line: dict) -> str:
                      + f" {'is' if len(eq) == 1 else 'are each'} equivalent (within +-{pts})")
     und = [s for s in steps if s["verdict"] == "undecided"]
     if und:
+        spread = f"; replicates per setting at the line's paired sd {line['paired_sd']:.2g} points" \
+            if line.get("paired_sd") else ""
         parts.append("undecided: " + "; ".join(
-            f"{_name(s['from'])} vs {_name(s['to'])} {_iv(s)}" + (f", {_need(s, None)}" if _need(s, None) else "")
-            for s in und))
+            f"{_name(s['from'])} -> {_name(s['to'])} {_iv(s)}" + _und_note(s) for s in und) + spread)
     if not parts:
         parts.append("undecided")
     conf = f"{1 - 2 * line['alpha']:.0%}"
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + f" ({conf} intervals, margin +-{pts})."
+
+
+def _und_note(rec: dict) -> str:
+    notes = []
+    if raw_verdict(rec) != "undecided":
+        notes.append(f"{raw_verdict(rec)} alone, not after Holm over the line")
+    if rec.get("replicates_needed"):
+        notes.append(f"~{rec['replicates_needed']} replicates would decide it")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def _span(settings: list) -> str:
@@ -238,7 +261,9 @@ def verdict_text(step: dict) -> str:
     if v == "equivalent":
         return f"equivalent (+-{step['margin']:g})"
     if v == "undecided":
-        return "undecided" + (f": needs ~{step['replicates_needed']} replicates" if step.get("replicates_needed") else "")
+        holm = f" ({raw_verdict(step)} alone, not after Holm)" if raw_verdict(step) != "undecided" else ""
+        return "undecided" + holm + (f": needs ~{step['replicates_needed']} replicates" if step.get("replicates_needed")
+                                     else "")
     return f"**{v}**"
 
 
