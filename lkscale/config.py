@@ -183,7 +183,7 @@ class ResourceConfig:
 @dataclass(frozen=True)
 class TrackingConfig:
     """Where a search is also tracked (``tracking:`` in a study, ``--mlflow`` on ``lkscale search``)."""
-    mlflow: str | None = None           # an MLflow tracking URI (file:/..., sqlite:///..., http://...); None: off
+    mlflow: str | None = None           # an MLflow tracking URI (sqlite:///PATH.db, http://HOST:5000); None: off
     experiment: str | None = None       # the MLflow experiment (None: the study's name)
 
 

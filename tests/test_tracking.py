@@ -68,6 +68,7 @@ def test_every_trial_and_the_run_files_are_in_mlflow(tmp_path):
         assert r.data.tags["lkscale.latency_source"] == "measured-final"
     search = client.get_run(search_run)
     assert search.data.tags["lkscale.kind"] == "search" and search.data.params["search.sampler"] == "grid"
+    assert search.info.status == "FINISHED"
     assert search.data.metrics["trials_complete"] == 3
     names = {a.path for a in client.list_artifacts(search_run)}
     assert {"study.yaml", "trials.csv", "summary.json", "report.md"} <= names, names

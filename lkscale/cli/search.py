@@ -26,8 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                            "no local dataset is found (same as data.download: true)")
     p.add_argument("--tensorboard", action="store_true", help="also write per-trial TensorBoard event files "
                                                               "(under the run folder's tune*/ folders)")
-    p.add_argument("--mlflow", metavar="URI", help="also track the search in MLflow at this tracking URI (file:/..., "
-                                                   "sqlite:///..., http://...): one run per trial, the run's files "
+    p.add_argument("--mlflow", metavar="URI", help="also track the search in MLflow at this tracking URI "
+                                                   "(sqlite:///PATH.db, http://HOST:5000): one run per trial, the run's files "
                                                    "as artifacts; needs the extra: pip install 'lkscale[mlflow]' "
                                                    "(same as tracking: {mlflow: URI} in the study)")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")

@@ -190,6 +190,7 @@ def log_run(study: Study, run_dir: str) -> str | None:
         for p in files:
             shutil.copyfile(p, os.path.join(tmp, os.path.basename(p)))
         client.log_artifacts(run_id, tmp)
+    client.set_terminated(run_id, "FINISHED")
     return run_id
 
 
