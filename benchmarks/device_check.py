@@ -33,8 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lkscale  # noqa: E402
 from lkscale.data import Splits  # noqa: E402
 from lkscale.ops import dwconv_impl  # noqa: E402
-from lkscale.train import (TrainConfig, autocast, make_optimizer, to_device, torch_threads,  # noqa: E402
-                           train_model)
+from lkscale.train import TrainConfig, step_state, to_device, torch_threads, train_model, train_step  # noqa: E402
 from train_step import fake_cifar, study_candidate  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -141,11 +140,11 @@ def dwconv_vs_cudnn(dev: torch.device, shapes, kernels, reps: int) -> None:
 
 
 def _step_fn(spec, dev, precision, batch):
+    """One step of ``lkscale.train.train_step`` (train_model's own: autocast, clipping, AdamW, fp16 scaler)."""
     torch.manual_seed(0)
-    model = lkscale.build_model(spec, num_classes=10).to(dev).to(memory_format=torch.channels_last).train()
-    opt = make_optimizer(model, TrainConfig())
-    scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
-    data = to_device(fake_cifar(batch * 4, 32), dev)
+    run = step_state(lkscale.build_model(spec, num_classes=10), TrainConfig(device=str(dev), precision=precision))
+    run.model.train()
+    data = to_device(fake_cifar(batch * 4, 32), run.device)
     it = [data.batches(batch, channels_last=True)]
 
     def step():
@@ -154,15 +153,7 @@ def _step_fn(spec, dev, precision, batch):
         except StopIteration:
             it[0] = data.batches(batch, channels_last=True)
             xb, yb = next(it[0])
-        with autocast(precision, dev):
-            loss = F.cross_entropy(model(xb).float(), yb, label_smoothing=0.1)
-        opt.zero_grad(set_to_none=True)
-        (scaler.scale(loss) if scaler else loss).backward()
-        if scaler:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
+        train_step(run, xb, yb)
     return step
 
 

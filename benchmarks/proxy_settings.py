@@ -18,7 +18,6 @@ import json
 import os
 import sys
 
-import lkscale  # noqa: F401  (before optuna/timm: torchvision import fix)
 from lkscale.fidelity.stats import fidelity_statistics
 from lkscale.rundir import load_run, read_fidelity
 

@@ -29,7 +29,6 @@ import json
 import os
 import sys
 
-import lkscale  # noqa: F401  (before optuna: torchvision import fix)
 import numpy as np
 from scipy import stats as sst
 

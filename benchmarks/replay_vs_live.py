@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import lkscale  # noqa: F401  (before optuna: torchvision import fix)
 import numpy as np
 
 from lkscale.config import PruningConfig, from_dict

@@ -29,7 +29,6 @@ import random
 import time
 import zlib
 
-import lkscale  # noqa: F401  (before optuna/timm: torchvision import fix)
 import numpy as np
 import optuna
 

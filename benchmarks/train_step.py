@@ -17,19 +17,18 @@ one run.
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import statistics
 import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 import lkscale
 from lkscale.data import TensorSet
 from lkscale.space import map_sizes
 from lkscale.spec import ArchSpec
-from lkscale.train import TrainConfig, make_optimizer
+from lkscale.train import TrainConfig, step_state, train_step
 
 PATTERNS = [[3, 3, 3, 3], [7, 7, 7, 7], [13, 13, 13, 13], [25, 25, 25, 13], [31, 29, 27, 13], [5, 5, 5, 5],
             [9, 9, 9, 9], [11, 11, 11, 11]]
@@ -50,13 +49,14 @@ def study_candidate(block: str, kernels: list[int], reparam: list[int], input_si
 
 
 class Path:
-    """One model + optimiser, stepping like lkscale.train's inner loop (no learning-rate schedule)."""
+    """One model stepped by ``lkscale.train.train_step`` (train_model's own step, no learning-rate schedule) on
+    batches drawn as train_model draws them."""
 
     def __init__(self, spec: ArchSpec, cfg: TrainConfig, data: TensorSet, batch: int):
         torch.manual_seed(0)
-        self.model = lkscale.build_model(spec, num_classes=10).to(memory_format=torch.channels_last).train()
-        self.cfg, self.data, self.batch = cfg, data, batch
-        self.opt = make_optimizer(self.model, cfg)
+        self.run = step_state(lkscale.build_model(spec, num_classes=10), dataclasses.replace(cfg, device="cpu"))
+        self.run.model.train()
+        self.cfg, self.data, self.batch = self.run.cfg, data, batch
         self.gen = torch.Generator().manual_seed(0)
         self.it = iter(())
 
@@ -71,14 +71,7 @@ class Path:
     def step(self) -> float:
         t0 = time.perf_counter()
         xb, yb = self._next()
-        loss = F.cross_entropy(self.model(xb).float(), yb, label_smoothing=self.cfg.label_smoothing)
-        float(loss.detach())
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad,
-                                            foreach=True if self.cfg.fused_optimizer else None)
-        float(gn)
-        self.opt.step()
+        train_step(self.run, xb, yb)
         return time.perf_counter() - t0
 
 

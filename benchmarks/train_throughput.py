@@ -2,7 +2,8 @@
 
 1. lkscale's ConvNeXt-block network vs ``timm.create_model("convnext_atto")`` with the same
    depths (2-2-6-2), widths (40-80-160-320), kernel (7) and stem (patch 4 by default): training
-   images per second of one step (forward, label-smoothed cross-entropy, backward, AdamW).
+   images per second of one step (``lkscale.train.train_step``, what ``lkscale train`` and every search
+   trial run: forward, label-smoothed cross-entropy, backward, gradient clipping, AdamW).
    Ratio = lkscale / timm (>= 1.0 means lkscale is at least as fast).
 2. One RepLK candidate (replk_proxy's depths 1-1-2-1 and widths 32-64-128-256, stem stride 2, no
    re-param branches) at kernel 3, 13 and 31 in every stage: seconds per fixed number of steps, as a
@@ -21,13 +22,15 @@ import statistics
 import sys
 import time
 
-import lkscale  # noqa: F401  (before timm: see lkscale/_compat.py)
-import timm
 import torch
-import torch.nn.functional as F
 
+import lkscale
 from lkscale.spec import ArchSpec
-from lkscale.train import TrainConfig, make_optimizer
+from lkscale.train import TrainConfig, step_state, train_step
+
+# timm imports torchvision, whose CUDA build cannot load beside a CPU torch on some machines: lkscale's
+# import fix (lkscale/_compat.py, run by any lkscale import above) must come first
+import timm  # noqa: E402,I001
 
 ATTO_DEPTHS, ATTO_WIDTHS = (2, 2, 6, 2), (40, 80, 160, 320)
 
@@ -45,11 +48,12 @@ def replk_spec(kernel: int) -> ArchSpec:
 
 
 class Stepper:
-    """One model with its optimiser and a fixed batch; ``step()`` returns the seconds of one train step."""
+    """One model stepped by ``lkscale.train.train_step`` (the default TrainConfig, on the CPU) on a fixed batch;
+    ``step()`` returns the seconds of one train step."""
 
     def __init__(self, model: torch.nn.Module, batch: int, size: int, classes: int = 10):
-        self.model = model.to(memory_format=torch.channels_last).train()
-        self.opt = make_optimizer(self.model, TrainConfig())
+        self.run = step_state(model, TrainConfig(device="cpu"))
+        self.run.model.train()
         g = torch.Generator().manual_seed(0)
         self.x = torch.randn(batch, 3, size, size, generator=g).contiguous(memory_format=torch.channels_last)
         self.y = torch.randint(0, classes, (batch,), generator=g)
@@ -57,10 +61,7 @@ class Stepper:
 
     def step(self) -> float:
         t0 = time.perf_counter()
-        loss = F.cross_entropy(self.model(self.x), self.y, label_smoothing=0.1)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        train_step(self.run, self.x, self.y)
         return time.perf_counter() - t0
 
 

@@ -304,6 +304,29 @@ def _optimizer_step(run: _Run, loss: torch.Tensor) -> float | None:
     return None
 
 
+def train_step(run: _Run, xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, float | None]:
+    """One optimiser step of ``train_model`` on a batch already on the device: forward under autocast,
+    label-smoothed cross-entropy, then (when the loss is finite) backward, clipping and AdamW (no learning-rate
+    change). Returns (loss, the gradient norm when it is not finite, else None). The benchmarks time this."""
+    with autocast(run.cfg.precision, run.device):
+        out = run.model(xb)
+    loss = F.cross_entropy(out.float(), yb, label_smoothing=run.cfg.label_smoothing)
+    lv = float(loss.detach())
+    return lv, (_optimizer_step(run, loss) if _finite(lv) else None)
+
+
+def step_state(model: nn.Module, cfg: TrainConfig) -> _Run:
+    """What :func:`train_step` steps with, as ``train_model`` sets it up (device, channels_last, AdamW, the fp16
+    grad scaler, the seeded batch generator), for a caller that feeds its own batches (the benchmarks)."""
+    device = resolve_device(cfg.device)
+    check_precision(cfg.precision, device)
+    model = model.to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+    return _Run(cfg, device, model, make_optimizer(model, cfg), scaler, torch.Generator().manual_seed(cfg.seed), 1, 0)
+
+
 def _train_epoch(run: _Run, train: TensorSet, bs: int, augment: bool, epoch: int, res: TrainResult,
                  on_step) -> tuple[float, int]:
     """One epoch of optimiser steps; returns (loss sum, images). Sets res.status to 'nan' on divergence."""
@@ -318,15 +341,11 @@ def _train_epoch(run: _Run, train: TensorSet, bs: int, augment: bool, epoch: int
         for g in run.opt.param_groups:
             g["lr"] = lr
         xb, yb = xb.to(run.device, non_blocking=True), yb.to(run.device, non_blocking=True)
-        with autocast(cfg.precision, run.device):
-            out = model(xb)
-        loss = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing)
-        lv = float(loss.detach())
+        lv, gn = train_step(run, xb, yb)
         where = f"at epoch {epoch + 1}, step {run.step + 1} (lr {lr:.3g}); lower the learning rate or check the model"
         if not _finite(lv):
             res.status, res.message = "nan", f"training diverged: loss is {lv} {where}"
             break
-        gn = _optimizer_step(run, loss)
         if gn is not None:
             res.status, res.message = "nan", f"training diverged: gradient norm is {gn} {where}"
             break
@@ -395,4 +414,4 @@ def _train(model, splits, cfg, callback, on_step) -> TrainResult:
 
 __all__ = ["TrainConfig", "TrainResult", "STOP", "train_model", "evaluate", "lr_at", "make_optimizer",
            "param_groups", "torch_threads", "resolve_device", "pick_device", "to_device", "autocast",
-           "check_precision", "recalibrate_bn"]
+           "check_precision", "recalibrate_bn", "train_step", "step_state"]

@@ -168,6 +168,14 @@ def read_weights(path: str) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
     meta = read_meta(path)
     return load_file(path, device="cpu"), meta
 
+def save_trained(path: str, model: torch.nn.Module, spec: ArchSpec, splits: Any,
+                 extra: Mapping[str, Any] | None = None) -> WeightsMeta:
+    """``save_weights`` of a model trained on ``splits`` (``lkscale.data.Splits``): its class count, channels,
+    class names, normalisation and input size go into the metadata (search trials, ``lkscale train --save``)."""
+    return save_weights(path, model, spec, num_classes=splits.num_classes, in_chans=splits.in_chans,
+                        classes=list(splits.classes), mean=[float(v) for v in splits.mean],
+                        std=[float(v) for v in splits.std], input_size=splits.input_size, extra=extra)
+
 
 __all__ = ["FORMAT", "WeightsError", "WeightsMeta", "make_meta", "parse_metadata", "read_meta", "read_weights",
-           "save_weights"]
+           "save_weights", "save_trained"]

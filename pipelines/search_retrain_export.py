@@ -38,9 +38,10 @@ from typing import Callable
 import ray
 import torch
 
-from lkscale.config import DataConfig, from_dict, to_dict
+from lkscale.config import to_dict
 from lkscale.export import (ExportError, check_name, export_trial, export_winners, read_export, safe_child,
                             select_winners, timm_name)
+from lkscale.export.layout import write_index
 from lkscale.fidelity.run import run_fidelity
 from lkscale.report import make_report
 from lkscale.rundir import RunDirError, load_run
@@ -54,7 +55,7 @@ log = logging.getLogger("lkscale.pipeline")
 def _retrain_export(run, trial, out_name: str, epochs: int, onnx: bool, stage: dict | None, threads: int) -> dict:
     """Ray task body: retrain one winner from scratch and export it; returns the folder as tar bytes."""
     torch.set_num_threads(max(1, threads))  # Ray sets OMP_NUM_THREADS=1 in workers
-    run.study["data"] = to_dict(node_data(from_dict(DataConfig, run.study.get("data") or {}), stage))
+    run.study["data"] = to_dict(node_data(run.study_config().data, stage))
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="lkscale-export-") as tmp:
         folder = export_trial(run, trial, tmp, retrain_epochs=epochs, onnx=onnx)
@@ -90,8 +91,9 @@ def retrain_and_export(run_dir: str, out: str, top: int, retrain_epochs: int, ad
     os.makedirs(out, exist_ok=True)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    cpus = int((run.study.get("resources") or {}).get("cpus_per_trial", 1))
-    stage = data_stage_payload(from_dict(DataConfig, run.study.get("data") or {})) if address else None
+    study = run.study_config()
+    cpus = int(study.resources.cpus_per_trial)
+    stage = data_stage_payload(study.data) if address else None
     task = ray.remote(_retrain_export).options(num_cpus=cpus, max_retries=1)
     say(f"retraining {len(winners)} winner(s) for {retrain_epochs} epochs as Ray tasks ({cpus} CPU each)")
     refs = {task.remote(run, t, check_name(t.name, "trial name"), retrain_epochs, onnx, stage, cpus): t
@@ -108,11 +110,8 @@ def retrain_and_export(run_dir: str, out: str, top: int, retrain_epochs: int, ad
         done.append({"name": res["name"], "folder": folder, "node": res["node"], "seconds": res["seconds"]})
     order = [t.name for t in winners]
     done.sort(key=lambda d: order.index(d["name"]))
-    with open(os.path.join(out, "exports.json"), "w", encoding="utf-8") as f:
-        json.dump({"study": run.name, "run_dir": run.path, "selection": f"top {top}",
-                   "retrain_epochs": retrain_epochs,
-                   "exports": [{"name": d["name"], "folder": d["folder"], "timm_name": timm_name(d["name"])}
-                               for d in done]}, f, indent=2)
+    write_index(out, run.name, run.path, f"top {top}", retrain_epochs,
+                [{"name": d["name"], "folder": d["folder"], "timm_name": timm_name(d["name"])} for d in done])
     return done
 
 

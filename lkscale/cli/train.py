@@ -85,20 +85,20 @@ def configs(args: argparse.Namespace) -> tuple[DataConfig, TrainConfig]:
 
 def save_model(model, spec, out_dir: str, splits=None, extra: dict | None = None) -> list[str]:
     """``model.safetensors`` (weights; spec, class count, classes and normalisation in its metadata, see
-    ``lkscale.weights``) and ``spec.yaml``: a folder ``lkscale.load`` rebuilds."""
+    ``lkscale.weights``) and ``spec.yaml``: a folder ``lkscale.load`` rebuilds (``lkscale.export.layout``)."""
     import os
 
-    from lkscale.weights import save_weights
+    from lkscale.export.layout import ExportDir
+    from lkscale.weights import save_trained, save_weights
 
     os.makedirs(out_dir, exist_ok=True)
-    wpath, spath = os.path.join(out_dir, "model.safetensors"), os.path.join(out_dir, "spec.yaml")
-    data = {}
+    d = ExportDir(out_dir)
     if splits is not None:
-        data = dict(classes=list(splits.classes), mean=[float(v) for v in splits.mean],
-                    std=[float(v) for v in splits.std], input_size=splits.input_size)
-    save_weights(wpath, model, spec, num_classes=model.num_classes, in_chans=model.in_chans, extra=extra, **data)
-    spec.save(spath)
-    return [wpath, spath]
+        save_trained(d.model_weights, model, spec, splits, extra=extra)
+    else:
+        save_weights(d.model_weights, model, spec, num_classes=model.num_classes, in_chans=model.in_chans, extra=extra)
+    spec.save(d.spec_yaml)
+    return [d.model_weights, d.spec_yaml]
 
 
 def run(args: argparse.Namespace) -> int:

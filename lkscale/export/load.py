@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from lkscale.export.layout import ExportDir
 from lkscale.export.safety import ExportError
 from lkscale.export.timm_cfg import meta_cfg, pretrained_cfg
 from lkscale.model import LKNet
@@ -16,7 +17,7 @@ from lkscale.weights import WeightsError, read_weights
 
 def read_export(path: str) -> dict:
     """The ``export.json`` record of an export folder."""
-    p = os.path.join(path, "export.json")
+    p = ExportDir(path).export_json
     if not os.path.isfile(p):
         raise ExportError(f"{path}: not an lkscale export folder (no export.json)")
     with open(p, encoding="utf-8") as f:
@@ -30,11 +31,12 @@ def load(path: str, deploy: bool = False) -> torch.nn.Module:
     ``pretrained_cfg`` set from the weights' metadata."""
     if not os.path.isdir(path):
         raise ExportError(f"{path}: no such export folder")
-    spec_path, train_w = os.path.join(path, "spec.yaml"), os.path.join(path, "model.safetensors")
+    d = ExportDir(path)
+    spec_path, train_w = d.spec_yaml, d.model_weights
     for p in (spec_path, train_w):
         if not os.path.isfile(p):
             raise ExportError(f"{path}: not an lkscale export folder (missing {os.path.basename(p)})")
-    deploy_w = os.path.join(path, "deploy.safetensors")
+    deploy_w = d.deploy_weights
     wpath = deploy_w if deploy and os.path.isfile(deploy_w) else train_w
     spec = ArchSpec.load(spec_path)
     try:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from timm.models import build_model_with_cfg, register_model
 
+from lkscale.export.layout import ExportDir
 from lkscale.export.load import read_export
 from lkscale.export.timm_cfg import GENERIC, first_conv_name, meta_cfg, pretrained_cfg, timm_name
 from lkscale.model import LKNet
@@ -50,7 +51,7 @@ def _weights_file(name: str, cfg: Any, overlay: dict | None) -> str:
                            f"'<export>/model.safetensors'), use 'local-dir:<export folder>', or register_export(folder)")
     f = str(f)
     if os.path.isdir(f):
-        f = os.path.join(f, "model.safetensors")
+        f = ExportDir(f).model_weights
     if not f.endswith(".safetensors") or not os.path.isfile(f):
         raise RuntimeError(f"{f}: pretrained weights must be an existing .safetensors file (no pickle)")
     return f
@@ -108,8 +109,8 @@ def register_export(path: str) -> str:
     ``timm.create_model(name)`` then builds it, and ``pretrained=True`` loads the folder's ``model.safetensors``.
     """
     read_export(path)  # checks it is an export folder
-    spec = ArchSpec.load(os.path.join(path, "spec.yaml"))
-    wfile = os.path.realpath(os.path.join(path, "model.safetensors"))
+    spec = ArchSpec.load(ExportDir(path).spec_yaml)
+    wfile = os.path.realpath(ExportDir(path).model_weights)
     meta = read_meta(wfile)
     cfg = pretrained_cfg(spec, meta.num_classes, meta.in_chans, meta.input_size or 224, meta.mean, meta.std,
                          file=wfile, label_names=meta.classes)

@@ -32,6 +32,7 @@ from lkscale.config import DataConfig
 from lkscale.cost import effective_kernels
 from lkscale.data import load_splits
 from lkscale.export.card import model_card
+from lkscale.export.layout import ExportDir, write_index
 from lkscale.export.onnx import export_onnx, seeded_input
 from lkscale.export.safety import ExportCheckError, ExportError, check_name, safe_child
 from lkscale.export.select import select_winners
@@ -165,16 +166,16 @@ def _write_folder(folder: str, spec: ArchSpec, model, deployed, record: dict, on
     n = record["normalisation"]
     common = dict(num_classes=record["num_classes"], in_chans=record["in_chans"], input_size=record["input_size"],
                   classes=record["classes"], mean=n["mean"], std=n["std"], extra={"lkscale_version": __version__})
-    spec.save(os.path.join(folder, "spec.yaml"))
-    save_weights(os.path.join(folder, "model.safetensors"), model, spec, form="train", **common)
-    save_weights(os.path.join(folder, "deploy.safetensors"), deployed, spec, form="deploy", **common)
+    d = ExportDir(folder)
+    spec.save(d.spec_yaml)
+    save_weights(d.model_weights, model, spec, form="train", **common)
+    save_weights(d.deploy_weights, deployed, spec, form="deploy", **common)
     if onnx:
         say(f"exporting {spec.name} to ONNX")
-        record["checks"]["onnx"] = export_onnx(deployed, os.path.join(folder, "model.onnx"), record["input_size"],
-                                               record["in_chans"])
-    for fname, text in (("export.json", json.dumps(record, indent=2)),
-                        ("config.json", json.dumps(timm_config(record), indent=2)), ("card.md", model_card(record))):
-        with open(os.path.join(folder, fname), "w", encoding="utf-8") as f:
+        record["checks"]["onnx"] = export_onnx(deployed, d.onnx, record["input_size"], record["in_chans"])
+    for path, text in ((d.export_json, json.dumps(record, indent=2)),
+                       (d.timm_config, json.dumps(timm_config(record), indent=2)), (d.card_md, model_card(record))):
+        with open(path, "w", encoding="utf-8") as f:
             f.write(text)
 
 
@@ -231,7 +232,5 @@ def export_winners(run_dir: str, out: str, top: int | None = None, pareto: bool 
     say(f"exporting {len(winners)} winner(s) of {run.name} to {os.path.realpath(out)}")
     paths = [export_trial(run, t, out, retrain_epochs=retrain_epochs, onnx=onnx, progress=say) for t in winners]
     index = [{"name": os.path.basename(p), "folder": p, "timm_name": timm_name(os.path.basename(p))} for p in paths]
-    with open(os.path.join(out, "exports.json"), "w", encoding="utf-8") as f:
-        json.dump({"study": run.name, "run_dir": run.path, "selection": "pareto" if pareto else f"top {top}",
-                   "retrain_epochs": retrain_epochs, "exports": index}, f, indent=2)
+    write_index(out, run.name, run.path, "pareto" if pareto else f"top {top}", retrain_epochs, index)
     return paths

@@ -31,7 +31,7 @@ from lkscale.search.memory import is_out_of_memory, out_of_memory_reason, trial_
 from lkscale.search.staging import node_data, node_id
 from lkscale.spec import ArchSpec
 from lkscale.train import train_model
-from lkscale.weights import save_weights
+from lkscale.weights import save_trained
 
 log = logging.getLogger("lkscale.search")
 
@@ -65,9 +65,7 @@ def build_seeded(spec: ArchSpec, seed: int, num_classes: int, in_chans: int) -> 
 
 
 def _save(model, spec, splits, path: str) -> None:
-    save_weights(path, model, spec, num_classes=splits.num_classes, in_chans=splits.in_chans,
-                 classes=splits.classes, mean=[float(v) for v in splits.mean], std=[float(v) for v in splits.std],
-                 input_size=splits.input_size)
+    save_trained(path, model, spec, splits)
 
 
 def _weights(model, spec, splits, run_dir: str, checkpoint: bool) -> str | None:
