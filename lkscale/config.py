@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -77,21 +78,14 @@ class TrainConfig:
     eval_batch_size: int = 500
     betas: tuple[float, float] = (0.9, 0.999)
     bn_recalibrate_batches: int = 10  # before each validation, recompute BN statistics on this many batches
+    val_every_epoch: bool = True # False: recalibrate BN and validate after the last epoch only (no learning curve)
     device: str = "auto"         # auto (the GPU Ray assigns, else CPU) | cpu | cuda | cuda:N
     precision: str = "fp32"      # fp32 | bf16 | fp16 (autocast; fp16 with a grad scaler)
     fused_optimizer: bool = True # fused AdamW + foreach gradient clipping (False: the per-parameter loops of before)
 
     def validate(self) -> None:
-        if not (self.epochs > 0):
-            raise ConfigError("proxy.epochs", f"must be > 0, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ConfigError("proxy.batch_size", f"must be >= 1, got {self.batch_size}")
-        if not (self.lr > 0) or not math.isfinite(self.lr):
-            raise ConfigError("proxy.lr", f"must be a positive number, got {self.lr}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError("proxy.threads", f"must be >= 1, got {self.threads}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError("proxy.precision", f"{self.precision!r} unknown; allowed: {', '.join(PRECISIONS)}")
+        """The settings built in code (``lkscale.train``): :func:`validate` with the ``proxy`` rules."""
+        validate(self, "proxy")
 
 
 @dataclass(frozen=True)
@@ -162,6 +156,16 @@ class ConfirmConfig:
 
 
 @dataclass(frozen=True)
+class AdaptiveConfig:
+    """A scaling study's adaptive replicates (``lkscale.search.adaptive``): after the first ``replicates``,
+    one more replicate per look for the settings of undecided comparisons, error spent over the looks."""
+    enabled: bool = False
+    max_replicates: int = 10       # per setting: the last look
+    looks: int = 3                 # planned looks, evenly spaced from search.replicates to max_replicates (alpha / looks each)
+    budget_epochs: int = 0         # extra trial-epochs allowed (0: no cap but max_replicates)
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     sampler: str = "tpe"
     trials: int = 16
@@ -171,6 +175,7 @@ class SearchConfig:
     replicates: int = 1            # replicates per candidate (common random numbers: replicate r = seed r)
     pruning: PruningConfig = field(default_factory=PruningConfig)
     confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
+    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
 
 
 @dataclass(frozen=True)
@@ -226,6 +231,7 @@ RULES: dict[type, dict[str, dict]] = {
                   "warmup_epochs": _R(kind="num", lo=0), "label_smoothing": _R(kind="num", lo=0),
                   "clip_grad": _R(kind="num", lo=0, optional=True), "seed": _R(kind="int", lo=0),
                   "channels_last": _R(kind="bool"), "fused_optimizer": _R(kind="bool"), "device": _R(kind="str"),
+                  "val_every_epoch": _R(kind="bool"),
                   "precision": _R(kind="str", allowed=PRECISIONS)},
     LatencyConfig: {"runtime": _R(kind="str", allowed=RUNTIMES), "batch_size": _R(kind="int", lo=1),
                     "threads": _R(kind="int", lo=1), "input_size": _R(kind="int", lo=8, optional=True),
@@ -243,6 +249,8 @@ RULES: dict[type, dict[str, dict]] = {
                     "reduction_factor": _R(kind="num", lo=1, strict=True)},
     ConfirmConfig: {"enabled": _R(kind="bool"), "max_replicates": _R(kind="int", lo=1),
                     "budget_epochs": _R(kind="int", lo=0), "confidence": _R(kind="num", lo=0.5, strict=True)},
+    AdaptiveConfig: {"enabled": _R(kind="bool"), "max_replicates": _R(kind="int", lo=1),
+                     "looks": _R(kind="int", lo=1), "budget_epochs": _R(kind="int", lo=0)},
     SearchConfig: {"sampler": _R(kind="str", allowed=SAMPLERS), "trials": _R(kind="int", lo=1),
                    "concurrency": _R(kind="int", lo=1), "seed": _R(kind="int", lo=0),
                    "mode": _R(kind="str", allowed=MODES), "replicates": _R(kind="int", lo=1)},
@@ -257,7 +265,8 @@ RULES: dict[type, dict[str, dict]] = {
     AnalysisConfig: {"margin": _R(kind="num", lo=0, strict=True), "alpha": _R(kind="num", lo=0, strict=True),
                      "power": _R(kind="num", lo=0, strict=True)},
 }
-NESTED = {BudgetConfig: {"latency": LatencyConfig}, SearchConfig: {"pruning": PruningConfig, "confirm": ConfirmConfig}}
+NESTED = {BudgetConfig: {"latency": LatencyConfig}, SearchConfig: {"pruning": PruningConfig, "confirm": ConfirmConfig,
+                                                               "adaptive": AdaptiveConfig}}
 
 
 def _check(path: str, v: Any, kind: str, lo: float | None = None, strict: bool = False, optional: bool = False,
@@ -288,7 +297,7 @@ def _check(path: str, v: Any, kind: str, lo: float | None = None, strict: bool =
             v = float(v)
         except ValueError:
             pass
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
     if ok and kind == "int":
         ok = float(v).is_integer()
         v = int(v) if ok else v
@@ -299,6 +308,21 @@ def _check(path: str, v: Any, kind: str, lo: float | None = None, strict: bool =
         bound = "" if lo is None else f" {'>' if strict else '>='} {lo:g}"
         raise ConfigError(path, f"{v!r} must be {what}{bound}" + (" or null" if optional else ""))
     return v
+
+
+# What code may set beyond a study file: fractional epochs (the last epoch is partial; a study's rungs are whole
+# epochs), torch threads, and the images' native size (input_size None).
+CODE_RULES: dict[type, dict[str, dict]] = {
+    TrainConfig: {"epochs": _R(kind="num", lo=0, strict=True), "threads": _R(kind="int", lo=1, optional=True)},
+    DataConfig: {"input_size": _R(kind="int", lo=8, optional=True)},
+}
+
+
+def validate(obj: Any, path: str) -> None:
+    """The one check of a config object built in code (a study file is checked by :func:`build`): every field
+    of ``RULES`` (widened by ``CODE_RULES``) as a study file would be; ConfigError names the field path."""
+    for k, rule in {**RULES[type(obj)], **CODE_RULES.get(type(obj), {})}.items():
+        _check(f"{path}.{k}", getattr(obj, k), **rule)
 
 
 def build(cls: type, raw: Any, path: str, **fixed: Any) -> Any:

@@ -9,6 +9,7 @@ from torch import nn
 
 import lkscale
 from lkscale.blocks import dcnv3 as fam
+from lkscale.ops import dcnv3_cpu
 from lkscale.ops.dcnv3 import dcnv3_core, dcnv3_output_size
 from lkscale.presets import get_preset, published
 from lkscale.spec import ArchSpec
@@ -79,9 +80,12 @@ def _inputs(n, h, w, c, kernel, groups, stride=1, pad=None, dilation=1, offset_s
     (1, 2, 1, None, 1, 1.0),
     (2, 2, 1, 0, 1, 1.5),   # even kernel, no padding
 ])
-def test_core_matches_slow_reference(kernel, groups, stride, pad, dilation, offset_scale):
+@pytest.mark.parametrize("impl", ["reference", "fused"])
+def test_core_matches_slow_reference(kernel, groups, stride, pad, dilation, offset_scale, impl):
+    if impl == "fused":
+        _fused_or_skip()
     value, offset, mask = _inputs(2, 5, 6, 2 * groups, kernel, groups, stride, pad, dilation)
-    got = dcnv3_core(value, offset, mask, kernel, groups, stride, pad, dilation, offset_scale)
+    got = dcnv3_core(value, offset, mask, kernel, groups, stride, pad, dilation, offset_scale, impl=impl)
     want = slow_dcnv3(value, offset, mask, kernel, groups, stride, pad, dilation, offset_scale)
     assert got.shape == want.shape
     assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
@@ -135,6 +139,60 @@ def test_integer_offset_shifts_the_sample():
     want = torch.zeros_like(value)
     want[:, 1:, :3] = value[:, :-1, 2:]  # out[i, j] = in[i - 1, j + 2], zero where that is off the image
     assert torch.allclose(got, want, rtol=0, atol=1e-12)  # exact up to the grid normalisation round trip
+
+
+def _fused_or_skip():
+    if dcnv3_cpu.load() is None:
+        pytest.skip("the fused DCNv3 CPU kernel cannot be built here (no g++/ninja)")
+
+
+@pytest.mark.parametrize("kernel,groups,stride,pad,dilation,offset_scale", [
+    (3, 2, 1, None, 1, 1.0), (5, 1, 2, 1, 1, 1.0), (3, 3, 1, None, 2, 0.5), (2, 2, 1, 0, 1, 1.5)])
+def test_fused_equals_reference_forward_and_gradients(kernel, groups, stride, pad, dilation, offset_scale):
+    """The fused C++ loop against the grid_sample path: output and all three gradients, float64, with
+    offsets large enough to send taps off the image (zero padding) from both sides."""
+    _fused_or_skip()
+    value, offset, mask = _inputs(3, 7, 6, 4 * groups, kernel, groups, stride, pad, dilation, offset_std=3.0, seed=11)
+    outs, grads = [], []
+    for impl in ("reference", "fused"):
+        args = [t.clone().requires_grad_(True) for t in (value, offset, mask)]
+        out = dcnv3_core(*args, kernel, groups, stride, pad, dilation, offset_scale, impl=impl)
+        out.backward(torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out))
+        outs.append(out.detach())
+        grads.append([a.grad for a in args])
+    assert torch.allclose(outs[0], outs[1], rtol=1e-10, atol=1e-12)
+    for g_ref, g_fused, name in zip(*grads, ("value", "offset", "mask")):
+        assert torch.allclose(g_ref, g_fused, rtol=1e-9, atol=1e-11), name
+    assert grads[0][1].abs().sum() > 0  # offsets do get gradient
+
+
+def test_fused_float32_module_matches_reference_within_float_tolerance(monkeypatch):
+    """A DCNv3 layer in float32 (the training dtype): both paths agree to float rounding, gradients too."""
+    _fused_or_skip()
+    gen = torch.Generator().manual_seed(2)
+    layer = fam.DCNv3(16, kernel=3, groups=4)
+    with torch.no_grad():
+        for lin in (layer.offset, layer.mask):
+            lin.weight.copy_(torch.randn(lin.weight.shape, generator=gen) * 0.3)
+    x = torch.randn(4, 6, 7, 16, generator=gen)
+    core, res = fam.dcnv3_core, {}
+    for impl in ("reference", "fused"):
+        monkeypatch.setattr(fam, "dcnv3_core", lambda *a, _impl=impl, **k: core(*a, impl=_impl, **k))
+        layer.zero_grad()
+        out = layer(x)
+        out.square().sum().backward()
+        res[impl] = (out.detach(), [p.grad.clone() for p in layer.parameters()])
+    (o_r, g_r), (o_f, g_f) = res["reference"], res["fused"]
+    assert torch.allclose(o_r, o_f, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g_r, g_f):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item())
+
+
+def test_fused_gradcheck():
+    _fused_or_skip()
+    value, offset, mask = _inputs(2, 4, 5, 4, 3, 2, offset_std=1.3, seed=4)
+    args = [t.clone().requires_grad_(True) for t in (value, offset, mask)]
+    assert torch.autograd.gradcheck(lambda v, o, m: dcnv3_core(v, o, m, 3, 2, impl="fused"), args, eps=1e-6, atol=1e-6)
 
 
 def test_core_gradcheck():

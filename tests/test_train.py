@@ -146,3 +146,41 @@ def test_cli_train_save_and_json(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "no such file or folder" in err and "Traceback" not in err
     assert main(["train", "--preset", "convnext_proxy", "--epochs", "0"]) == 2
+
+
+# ------------------------------------------------------------------ evaluation in inference form (issue 22)
+REPLK_BN = {"stem": {"stride": 2}, "layer_scale": 1.0,
+            "stages": [{"block": "replk", "depth": 1, "width": w, "kernel": 7, "reparam": [3]} for w in (8, 16, 32)]}
+
+
+def test_evaluate_deploy_form_equals_eval_mode_and_leaves_model_alone(synthetic):
+    """The re-parameterised copy (BN and the 3x3 branch folded) gives the eval-mode model's loss within
+    float rounding and the same accuracy; the trained model keeps its BN and branches."""
+    s = synthetic
+    model = _model(REPLK_BN, s, seed=3)
+    train_model(model, s, TrainConfig(epochs=1, batch_size=16, threads=1, seed=3))  # non-trivial BN statistics
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    loss_d, acc_d = evaluate(model, s.val, 7, deploy=True)
+    loss_e, acc_e = evaluate(model, s.val, 7, deploy=False)
+    assert n_bn > 0 and sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == n_bn
+    assert loss_d == pytest.approx(loss_e, rel=1e-5) and acc_d == acc_e
+    with torch.no_grad():  # the reference: the plain eval-mode forward, one batch
+        xb, yb = next(s.val.batches(len(s.val), channels_last=True))
+        ref = torch.nn.functional.cross_entropy(model.eval()(xb), yb).item()
+    assert loss_e == pytest.approx(ref, rel=1e-6)
+
+
+def test_val_every_epoch_false_validates_once_at_the_end(synthetic):
+    """A scaling study's run: no BN recalibration or validation before the last epoch, the same final
+    weights and accuracy as validating every epoch (validation does not touch the training stream)."""
+    s = synthetic
+    calls = []
+    cfg = TrainConfig(epochs=3, batch_size=16, threads=1, seed=5)
+    every = train_model(_model(REPLK_BN, s, seed=5), s, cfg)
+    last = train_model(_model(REPLK_BN, s, seed=5), s, TrainConfig(**{**cfg.__dict__, "val_every_epoch": False}),
+                       callback=calls.append)
+    assert [m["epoch"] for m in calls] == [3] and len(every.history) == 3 and last.epochs_done == 3
+    assert last.val_acc == every.val_acc and last.val_loss == every.val_loss
+    assert calls[0]["seconds_train"] > 0 and calls[0]["seconds_eval"] > 0 and calls[0]["seconds_bn"] > 0
+    assert every.history[-1]["seconds_eval"] > every.history[0]["seconds_eval"] > 0  # cumulative
+    assert calls[0]["epoch_seconds"] >= calls[0]["seconds_train"]  # the span covers the three epochs

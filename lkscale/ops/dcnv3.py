@@ -34,6 +34,11 @@ InternImage counts the core as ``5 * Ho*Wo * K*K * C`` multiply-adds per image (
 ``detection/get_flops.py``): 4 for the bilinear tap weights and 1 for the mask, i.e.
 ``5 * numel(grid_sampler output)``. fvcore's default rule for ``aten::grid_sampler`` counts the 4.
 
+On the CPU the aggregation itself runs by default as one fused C++ loop (``lkscale.ops.dcnv3_cpu``:
+the same sampling positions and bilinear taps, equal to this path within float rounding, gradients
+included; 5-8x faster per call, ``benchmarks/study_rate.py dcn``); the definition above and the traced
+operators are this module's ``grid_sample`` path.
+
 Half/bfloat16 inputs are sampled in float32 (positions need sub-pixel precision) and returned in the
 input dtype.
 """
@@ -41,6 +46,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from lkscale.ops import dcnv3_cpu
 
 
 def dcnv3_output_size(size: int, kernel: int, stride: int = 1, padding: int | None = None, dilation: int = 1) -> int:
@@ -76,9 +83,24 @@ def _check_shapes(value, offset, mask, groups, out_shape) -> None:
         raise ValueError(f"dcnv3_core: mask shape {tuple(mask.shape)} != {(n, ho, wo, gp)}")
 
 
+def _use_fused(value: torch.Tensor, impl: str) -> bool:
+    if impl not in ("auto", "fused", "reference"):
+        raise ValueError(f"dcnv3_core: impl {impl!r} unknown; allowed: auto, fused, reference")
+    if impl == "reference" or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+        return False
+    if value.device.type != "cpu":
+        if impl == "fused":
+            raise ValueError("dcnv3_core: the fused kernel is CPU-only")
+        return False
+    ok = dcnv3_cpu.load() is not None
+    if impl == "fused" and not ok:
+        raise RuntimeError("dcnv3_core: the fused CPU kernel could not be built (see the log)")
+    return ok
+
+
 def dcnv3_core(value: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, kernel: int, groups: int,
                stride: int = 1, padding: int | None = None, dilation: int = 1,
-               offset_scale: float = 1.0) -> torch.Tensor:
+               offset_scale: float = 1.0, impl: str = "auto") -> torch.Tensor:
     """Deformable aggregation of DCNv3 (see the module docstring for the exact definition).
 
     Args:
@@ -89,6 +111,9 @@ def dcnv3_core(value: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, ke
         groups: G; ``C`` must be divisible by it.
         stride, padding, dilation: as for a conv; ``padding`` defaults to ``dilation*(K-1)//2`` ("same").
         offset_scale: scales both the regular grid and the learned offsets, as in the reference.
+        impl: ``auto`` (the fused C++ kernel of ``lkscale.ops.dcnv3_cpu`` for CPU tensors where it
+            builds, else ``grid_sample``), ``fused`` or ``reference`` (``grid_sample``; always taken when
+            tracing or exporting, so the ONNX graph and the FLOP count see the operators listed above).
 
     Returns:
         ``(N, Ho, Wo, C)``, contiguous.
@@ -110,6 +135,9 @@ def dcnv3_core(value: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, ke
 
     base = _base_locations(ho, wo, kernel, stride, padding, dilation, offset_scale, dtype, value.device)
     loc = base.view(1, ho, wo, 1, p, 2) + offset.reshape(n, ho, wo, groups, p, 2).to(dtype) * offset_scale
+    if _use_fused(value, impl):  # same positions, same taps; no (P x output) intermediate
+        out = dcnv3_cpu.aggregate(value.to(dtype), loc, mask.reshape(n, ho, wo, groups, p).to(dtype), groups)
+        return out.to(value.dtype)
     # pixel coordinate -> grid_sample's [-1, 1] (align_corners=False): g = (2 * loc + 1) / size - 1
     size = w + (h - w) * torch.arange(2, dtype=dtype, device=value.device)  # [w, h], traceable
     grid = (loc * 2 + 1) / size - 1

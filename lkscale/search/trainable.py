@@ -116,6 +116,7 @@ def train_candidate(config: dict, data_stage: dict | None = None) -> None:
             tune.report({**base, "epoch": m["epoch"], "val_acc": float(m["val_acc"]), "val_loss": float(m["val_loss"]),
                          "train_loss": float(m["train_loss"]), "epoch_seconds": float(m["epoch_seconds"]),
                          "images_per_s": float(m["images_per_s"]), "val_acc_epochs": json.dumps(history),
+                         **{k: float(v) for k, v in m.items() if k.startswith("seconds_")},  # per phase
                          "seconds": time.time() - t0, "device": str(m.get("device", "cpu")),
                          "precision": proxy.precision},
                         checkpoint=tune.Checkpoint.from_directory(ckpt) if ckpt else None)
