@@ -1,6 +1,7 @@
 """PNG figures of a run (matplotlib, Agg canvas: no display needed)."""
 from __future__ import annotations
 
+from lkscale.attainment import surfaces
 from lkscale.report.baselines import draw_baselines
 from lkscale.report.labels import OBJECTIVES, blocks_label, dot, latency_short, ref_text
 from lkscale.report.numbers import latency_setting
@@ -106,14 +107,49 @@ def _trained_points(ax, groups: dict, front: list[Trial], col: str, ref_x: float
         _front_stars(ax, front, col, statuses)
 
 
-def _accuracy_axis(ax, run: Run, xlabel: str) -> None:
+def _attainment(ax, run: Run, col: str, right: float) -> list[float]:
+    """The front's uncertainty over replicates (``lkscale.attainment``): the median (50%) attainment surface and
+    the band between the best and the worst replicate's fronts, over the replicates every complete candidate
+    has. Returns the accuracies drawn (for the axis limits); nothing with fewer than 2 shared replicates."""
+    import numpy as np
+
+    done = [t for t in run.trials if t.state == "complete" and t.get(col) is not None and t.get("replicates")]
+    if len(done) < 2:
+        return []
+    eaf = surfaces([float(t.row[col]) for t in done], [t.get("replicates") for t in done], (0.0, 0.5, 1.0))
+    if not eaf["surfaces"]:
+        return []
+    best, mid, worst = (eaf["surfaces"][q] for q in (0.0, 0.5, 1.0))
+    xs = np.union1d(best[0], worst[0])
+    xs = np.r_[xs, max(right, xs[-1])]
+
+    def at(surface):
+        i = np.searchsorted(surface[0], xs, side="right") - 1
+        return np.where(i >= 0, surface[1][np.clip(i, 0, None)], np.nan)
+
+    top, bottom = at(best), at(worst)
+    ax.fill_between(xs, np.where(np.isnan(bottom), top, bottom), top, step="post", color="#2ca02c", alpha=0.13, lw=0,
+                    zorder=1, label=f"best-worst replicate fronts\n({eaf['replicates']} shared replicates)")
+    mx = np.r_[mid[0], max(right, mid[0][-1])]
+    ax.step(mx, np.r_[mid[1], mid[1][-1]], where="post", color="#2ca02c", lw=1.3, ls="--", zorder=3,
+            label="median attainment surface")
+    return [float(v) for v in np.r_[top, bottom] if np.isfinite(v)]
+
+
+def _accuracy_axis(ax, run: Run, xlabel: str, extra: list[float] | None = None) -> None:
+    """Accuracy framed on what is drawn (trained trials with their intervals, the attainment band), not from 0."""
     from matplotlib.ticker import PercentFormatter
 
     shown = [t for t in run.trials if t.get("val_acc") is not None and t.state in ("complete", "pruned", "running")]
-    accs = [t.get("val_acc_high", t.val_acc) for t in shown]
+    accs = [v for t in shown for v in (t.get("val_acc_low"), t.val_acc, t.get("val_acc_high")) if v is not None]
+    accs += list(extra or [])
     if not accs:
         ax.text(0.5, 0.5, "no trained trials yet", transform=ax.transAxes, ha="center", va="center", color="#555")
-    ax.set_ylim(0, min(1.0, (max(accs) if accs else 1.0) * 1.12 + 0.02))
+        ax.set_ylim(0, 1.0)
+    else:
+        lo, hi = min(accs), max(accs)
+        pad = max(0.08 * (hi - lo), 0.01)
+        ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + 1.6 * pad))
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     ax.set_ylabel("validation accuracy (proxy)")
     ax.grid(True, alpha=0.3)
@@ -165,12 +201,16 @@ def pareto_figure(run: Run, objective: str, front: list[Trial], ref: dict, hv: f
     """PNG: all candidates (state-coded; ``run.trials`` one per architecture), complete ones at their mean
     accuracy with error bars (accuracy interval over replicates; latency interval), the front as a step
     line with its members marked by racing status (``statuses``, one per member: confirmed / tied / None),
-    the dominated area and the reference point.
+    the dominated area and the reference point; with >= 2 replicates shared by every complete candidate, the
+    front's uncertainty: the median attainment surface and the best-worst replicate band (``_attainment``).
+    The accuracy axis is framed on the data (not from 0; the reference point, at accuracy 0, sits on its
+    bottom edge).
 
     Trained trials are on the main axes; trials never trained (infeasible: over budget; failed) sit in a
     strip below at their measured cost. The legend and the reference point note are outside the axes.
     """
     from matplotlib.ticker import EngFormatter
+    from matplotlib.transforms import blended_transform_factory
 
     col, _, unit, _ = OBJECTIVES[objective]
     xlabel = x_label(run, objective)
@@ -184,13 +224,15 @@ def pareto_figure(run: Run, objective: str, front: list[Trial], ref: dict, hv: f
     bounds = [t.row[k] for k in LOW_HIGH.get(col, ()) for t in run.trials if t.get(k) is not None]
     in_range = ref_x <= (max(xs_all) if xs_all else ref_x) * 1.6
     _dominated_area(ax, front, col, ref_x, hv)
+    drawn = _attainment(ax, run, col, ref_x if in_range else max(xs_all, default=ref_x))
     _trained_points(ax, groups, front, col, ref_x, list(statuses or [None] * len(front)))
     if in_range:
         for a in (ax, strip):
             a.axvline(ref_x, color="black", ls=":", lw=1)
         ax.plot([ref_x], [0], marker="P", color="black", ms=9, clip_on=False, zorder=6, ls="none",
-                label=f"reference point\n({ref_txt}, acc 0)")
-    _accuracy_axis(ax, run, xlabel)
+                transform=blended_transform_factory(ax.transData, ax.transAxes),
+                label=f"reference point\n({ref_txt}, acc 0; below)")
+    _accuracy_axis(ax, run, xlabel, drawn)
     refs = draw_baselines(ax, run, col)  # the study's baselines: marked references, never on the front
     _untrained_strip(strip, groups, col, xlabel, run.summary.get("counts"))
     _x_limits(ax, xs_all + bounds + refs + ([ref_x] if in_range else []))

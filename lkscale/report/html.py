@@ -12,8 +12,9 @@ from lkscale.report.labels import (OBJECTIVES, STATE_MEANING, acc_text, blocks_l
                                    ms_interval_text, reparam_label)
 from lkscale.report.markdown import (SCALING_HEADER, STEPS_HEADER, base_text, comparison_rows, conclusions, fit_text,
                                      front_header, front_rows, front_runtime, front_statuses, front_text, racing_lines,
-                                     scaling_note, scaling_rows, settings_rows, steps_rows, trials_note)
-from lkscale.rundir import STATES, Run, Trial
+                                     scaling_note, scaling_rows, settings_rows, steps_note, steps_rows, trials_note)
+from lkscale.attainment import shared_replicates
+from lkscale.rundir import STATES, Run, RunDir, Trial, candidates
 
 TRIALS_HEADER = ("#", "name", "state", "block", "kernels", "depths", "widths", "DCN groups", "re-param", "params",
                  "FLOPs", "latency ms [interval]", "val acc", "replicate", "epochs", "error / notes")
@@ -132,14 +133,29 @@ def _front_section(key: str, result: dict, front: list[Trial], fig_html: str) ->
     return f"<h2 id='front-{key}'>Pareto front: validation accuracy vs {_esc(xlabel)}</h2>{text}{fig_html}{tab}"
 
 
+def attainment_html(run: Run, key: str) -> str:
+    """The front's uncertainty over replicates: the static Pareto PNG (median attainment surface, best-worst
+    replicate band) inline, with a line saying what it shows; "" when no PNG or fewer than 2 shared replicates."""
+    col = OBJECTIVES[key][0]
+    done = [t for t in candidates(run.trials) if t.state == "complete" and t.get(col) is not None]
+    shared = shared_replicates([t.get("replicates") or {} for t in done]) if len(done) >= 2 else []
+    png = RunDir(run.path).pareto_png(key)
+    if len(shared) < 2 or not os.path.isfile(png):
+        return ""
+    with open(png, "rb") as f:
+        data = base64.b64encode(f.read()).decode()
+    return (f"<p>Uncertainty of the front over the {len(shared)} replicates every complete candidate has: the dashed "
+            f"line is the median attainment surface (reached by at least half of the replicates' fronts), the green "
+            f"band spans the best and the worst replicate's front.</p>"
+            f"<img alt='front with its attainment surfaces over replicates' src='data:image/png;base64,{data}'>")
+
+
 def _steps_table(sc: dict) -> str:
     rows = steps_rows(sc)
     if not rows:
         return "<p><i>No two kernel settings of one re-param line both have a complete result: no step to test.</i></p>"
-    attrs = [" class='sig'" if r[-1] == "**yes**" else "" for r in rows]
-    return ("<p>Steps between neighbouring kernel settings (same re-param setting): mean paired difference over the "
-            "replicates both have, in percentage points, with its interval; p from a two-sided paired t-test, "
-            "Holm-corrected within each re-param line; * = significant after Holm.</p>" + table(STEPS_HEADER, rows, "", attrs))
+    attrs = [" class='sig'" if r[3].startswith("**") else "" for r in rows]  # decided better or worse
+    return f"<p>{inline_md(steps_note(sc))}</p>" + table(STEPS_HEADER, rows, "", attrs)
 
 
 def _scaling_section(run: Run, scalings: list[dict], fig_html: list[str]) -> str:
@@ -213,7 +229,8 @@ def html_report(run: Run, result: dict, fronts: dict, scalings: list[dict], pare
            + "<a href='#scaling'>kernel scaling</a><a href='#trials'>all trials</a></nav>")
     body = (f"<h1>lkscale report: {_esc(run.name)}</h1><p class='muted'>Run folder: <code>{_esc(run.path)}</code></p>"
             + nav + _conclusions_section(result, scalings) + _summary_section(run, result)
-            + "".join(_front_section(k, result, fronts[k], pareto_html[i]) for i, k in enumerate(OBJECTIVES))
+            + "".join(_front_section(k, result, fronts[k], pareto_html[i] + attainment_html(run, k))
+                      for i, k in enumerate(OBJECTIVES))
             + _baselines_section(run, fronts["latency"], result) + _scaling_section(run, scalings, scaling_html)
             + _fidelity_section(run) + trials_section(run))
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>lkscale report: {_esc(run.name)}</title>"
