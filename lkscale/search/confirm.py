@@ -73,11 +73,6 @@ def race_latency(name: str, row: dict, study: Study) -> tuple[float, float, str]
     return ms, se, "final" if source == "measured-final" else f"draw:{name}"
 
 
-def _margin(study: Study) -> float | None:
-    analysis = getattr(study, "analysis", None)
-    return getattr(analysis, "margin", None) if analysis is not None else None
-
-
 def make_race(study: Study, entries: list[tuple[str, dict, dict]], budget_epochs: float | None, n_val: int | None) -> Race:
     """``entries``: (name, row with latency fields, {replicate: accuracy as a fraction})."""
     cfg = study.search.confirm
@@ -87,8 +82,8 @@ def make_race(study: Study, entries: list[tuple[str, dict, dict]], budget_epochs
         cands.append(RaceCandidate(name, ms, se, {int(r): 100.0 * float(a) for r, a in accs.items()}, run))
     cap = max(2, cfg.max_replicates)
     return Race(cands, alpha=1 - cfg.confidence, cap=cap, min_replicates=min(3, cap), budget_epochs=budget_epochs,
-                epochs_per_replicate=float(study.proxy.epochs), n_val=n_val, scale=100.0, margin=_margin(study),
-                between_run_cv=study.latency.between_run_cv)
+                epochs_per_replicate=float(study.proxy.epochs), n_val=n_val, scale=100.0,
+                margin=study.analysis.margin, between_run_cv=study.latency.between_run_cv)
 
 
 def _val_n(run_dir: str) -> int | None:
