@@ -3,6 +3,7 @@
     python benchmarks/racing.py                  # 20 synthetic studies shaped like the main study, ~1 min
     python benchmarks/racing.py --problems 50 --cap 12
     python benchmarks/racing.py --run runs/kernel_size   # means, latencies (and spread) from a real run
+    python benchmarks/racing.py --val-n 200 --margin 1    # accuracies on a coarse grid; pairs may end equivalent
 
 Noise model (accuracy in points): acc(i, r) = mu_i + s_r + e_ir, with a replicate effect s_r shared by
 every candidate (common random numbers) and an individual effect e_ir. Both spreads are calibrated
@@ -19,6 +20,9 @@ Strategies (4 trial-epochs per replicate, the main study's proxy):
 - single: one run per candidate; claims the front of the single values.
 - fixed-N: N replicates per candidate; claims the front of the means (and, in the "+tests" row,
   only the members the racing rule confirms from those same replicates).
+Accuracies sit on the 100/val_n-point grid of ``--val-n`` validation images (the racing test floors the
+paired spread accordingly); with ``--margin`` racing may end a pair equivalent (then "+ tied on front"
+counts equivalent front members too).
 - racing: starts from the single runs; more replicates only where a pair is unresolved (lkscale.racing,
   alpha 0.05, cap per candidate); claims the confirmed members.
 Recall = true-front members claimed / true-front size; false = claimed members that are truly dominated.
@@ -33,7 +37,7 @@ import sys
 import numpy as np
 
 from lkscale.pareto import pareto_front
-from lkscale.racing import CONFIRMED, TIED, Candidate, Race
+from lkscale.racing import CONFIRMED, EQUIVALENT, TIED, Candidate, Race
 from lkscale.rundir import RunDir
 
 CONVNEXT = [50.2, 52.0, 51.6, 48.0]
@@ -80,8 +84,9 @@ def read_run(run_dir: str) -> tuple[list[str], np.ndarray, np.ndarray, list[dict
 class Problem:
     """One synthetic study: true means and latencies, a measured latency, and replicate draws."""
 
-    def __init__(self, seed, mu, lat, sd_shared, sd_ind, lat_rel_se):
+    def __init__(self, seed, mu, lat, sd_shared, sd_ind, lat_rel_se, val_n=None):
         rng = np.random.default_rng(seed)
+        self.val_n = val_n
         self.seed, self.mu, self.lat = seed, np.asarray(mu, float), np.asarray(lat, float)
         self.names = [f"c{i}" for i in range(len(mu))]
         self.lat_meas = self.lat * np.exp(rng.normal(0, lat_rel_se, len(mu)))
@@ -92,7 +97,8 @@ class Problem:
 
     def sample(self, name: str, r: int) -> float:
         i = int(name[1:])
-        return float(self.mu[i] + self.shared[r] + np.random.default_rng([self.seed, i, r]).normal(0, self.sd_ind))
+        acc = float(self.mu[i] + self.shared[r] + np.random.default_rng([self.seed, i, r]).normal(0, self.sd_ind))
+        return acc if not self.val_n else float(np.round(acc * self.val_n / 100) * 100 / self.val_n)  # on the grid
 
     def candidates(self, n_reps: int) -> list[Candidate]:
         return [Candidate(n, float(self.lat_meas[i]), float(self.lat_se[i]), {r: self.sample(n, r) for r in range(n_reps)})
@@ -107,15 +113,17 @@ def front_of_means(cands: list[Candidate]) -> set[str]:
     return {cands[i].name for i in pareto_front(pts)}
 
 
-def strategies(p: Problem, fixed: int, cap: int, epochs: int, alpha: float, budget=None) -> dict[str, tuple]:
+def strategies(p: Problem, fixed: int, cap: int, epochs: int, alpha: float, budget=None,
+               margin=None) -> dict[str, tuple]:
     n = len(p.names)
     out = {"single": p.score(front_of_means(p.candidates(1)), n * epochs)}
     cands = p.candidates(fixed)
     out[f"fixed-{fixed}"] = p.score(front_of_means(cands), n * fixed * epochs)
-    tested = Race(cands, alpha=alpha, cap=fixed, min_replicates=fixed).verdicts()  # one look, at n = fixed
+    tested = Race(cands, alpha=alpha, cap=fixed, min_replicates=fixed, n_val=p.val_n).verdicts()  # one look
     out[f"fixed-{fixed} + tests"] = p.score({k for k, v in tested.items() if v.status == CONFIRMED}, n * fixed * epochs)
     extra = None if budget is None else budget - n * epochs  # the single runs are the search's own
-    race = Race(p.candidates(1), alpha=alpha, cap=cap, epochs_per_replicate=epochs, budget_epochs=extra)
+    race = Race(p.candidates(1), alpha=alpha, cap=cap, epochs_per_replicate=epochs, budget_epochs=extra, n_val=p.val_n,
+                margin=margin)
     while batch := race.next_batch():
         for name, r in batch:
             race.add(name, r, p.sample(name, r))
@@ -123,7 +131,7 @@ def strategies(p: Problem, fixed: int, cap: int, epochs: int, alpha: float, budg
     v = race.verdicts()
     out[f"racing (cap {cap})"] = p.score({k for k, x in v.items() if x.status == CONFIRMED}, spent)
     out["  + tied on front"] = p.score({k for k, x in v.items() if x.status == CONFIRMED or
-                                        (x.status == TIED and x.on_front)}, spent)
+                                        (x.status in (TIED, EQUIVALENT) and x.on_front)}, spent)
     return out
 
 
@@ -138,6 +146,10 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, help="racing: total trial-epochs, single runs included (default: none)")
     ap.add_argument("--lat-rel-se", type=float, default=LAT_REL_SE, help="relative standard error of a latency")
     ap.add_argument("--run", help="a run folder: take means, latencies and (with replicates) the spread from it")
+    ap.add_argument("--val-n", type=int, default=2000, help="validation images: accuracies on a 100/val_n grid "
+                                                            "(0: continuous)")
+    ap.add_argument("--margin", type=float, default=None, help="racing: pairs within +-margin points may end "
+                                                               "equivalent (analysis.margin)")
     a = ap.parse_args(argv)
     groups = [dict(enumerate(CONVNEXT)), dict(enumerate(REPLK))]
     source = "measured seeds 0-3 (ConvNeXt 3-3-3-3, RepLK 31-15-7-3)"
@@ -155,9 +167,9 @@ def main(argv=None) -> int:
         rng = np.random.default_rng(10_000 + seed)
         m = mu if mu is not None else rng.uniform(47, 53, a.candidates)
         lt = lat if lat is not None else np.exp(rng.uniform(np.log(2.3), np.log(6.2), a.candidates))
-        p = Problem(seed, m, lt, sd_shared, sd_ind, a.lat_rel_se)
+        p = Problem(seed, m, lt, sd_shared, sd_ind, a.lat_rel_se, a.val_n or None)
         sizes.append(len(p.truth))
-        for k, v in strategies(p, a.fixed, a.cap, a.epochs, a.alpha, a.budget).items():
+        for k, v in strategies(p, a.fixed, a.cap, a.epochs, a.alpha, a.budget, a.margin).items():
             rows.setdefault(k, []).append(v)
     print(f"{a.problems} problems x {len(m)} candidates; true front size {np.mean(sizes):.1f} ± {np.std(sizes):.1f}; "
           f"noise: shared sd {sd_shared:.2f}, individual sd {sd_ind:.2f}, latency rel. se {a.lat_rel_se:.3f}; "
