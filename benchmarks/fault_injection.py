@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 import test_faults  # noqa: E402  (the scenarios live with their tests)
 
-FAULTS = ["enospc", "sigkill", "sigkill-group", "worker", "sigint", "sigkill", "damage"]
+FAULTS = ["enospc", "sigkill", "sigkill-group", "sigint", "sigkill", "worker", "damage"]  # worker: its run ends the search
 
 
 def cache_corruption(tmp: str, rounds: int, rng: random.Random) -> dict:

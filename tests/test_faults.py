@@ -29,16 +29,16 @@ RUN_TIMEOUT_S = 240
 
 
 # ------------------------------------------------------------------------------------------ the scenario
-def study_file(folder: str, name: str = "faults", replicates: int = 2) -> str:
+def study_file(folder: str, name: str = "faults", replicates: int = 2, kernels: list | None = None) -> str:
     import yaml
 
     raw = {"name": name,
-           "space": {"stem_stride": 2, "block": "replk", "kernels": KERNELS, "reparam": [[], [3]],
+           "space": {"stem_stride": 2, "block": "replk", "kernels": kernels or KERNELS, "reparam": [[], [3]],
                      "stages": [{"depth": 1, "width": 16}, {"depth": 1, "width": 32}, {"depth": 1, "width": 32}]},
            "data": {"dataset": "synthetic", "train_per_class": 4, "val_per_class": 2},
            "proxy": {"epochs": 2},
            "budgets": {"latency": {"runtime": "torch", "rounds": 2, "repeats": 2}},
-           "search": {"sampler": "grid", "trials": 10, "concurrency": 2, "seed": 0, "replicates": replicates,
+           "search": {"sampler": "grid", "trials": 2 * len(kernels or KERNELS), "concurrency": 2, "seed": 0, "replicates": replicates,
                       "pruning": {"scheduler": "none"}}}
     path = os.path.join(folder, f"{name}.yaml")
     with open(path, "w") as f:
@@ -219,24 +219,24 @@ def damage(out: str, rng: random.Random) -> str:
     return text[last:].split(",", 1)[0]
 
 
-def chain(tmp: str, faults: list[str], seed: int = 0, say=lambda m: None) -> dict:
+def chain(tmp: str, faults: list[str], seed: int = 0, say=lambda m: None, kernels: list | None = None) -> dict:
     started: list[subprocess.Popen] = []
     try:
-        return _chain(tmp, faults, seed, say, started)
+        return _chain(tmp, faults, seed, say, started, kernels)
     finally:  # whatever happened, no driver or Ray process of ours outlives the scenario
         for p in started:
             if p.poll() is None or session_pids(p.pid):
                 reap(p, 0)
 
 
-def _chain(tmp: str, faults: list[str], seed: int, say, started: list) -> dict:
+def _chain(tmp: str, faults: list[str], seed: int, say, started: list, kernels: list | None) -> dict:
     """One search hit by ``faults`` in turn (each but ``worker`` ends a run; the next run is --resume), then
     resumed to the end; a second driver is started while the first run holds the folder. Every fault is
     checked where it strikes (exit codes, messages, the record still whole) and the final record against an
     uninterrupted run's (``check_record``). Returns the faults injected, in order, and the record's counts."""
     rng = random.Random(seed)
     start = lambda *a, **k: started.append(_start(*a, **k)) or started[-1]  # noqa: E731
-    study = study_file(tmp)
+    study = study_file(tmp, kernels=kernels)
     out = os.path.join(tmp, "run")
     log = os.path.join(tmp, "trained.log")
     env = {"CURVES_LOG": log, "CURVES_SLEEP": "0.15", "LKSCALE_CACHE": os.path.join(tmp, "cache")}
@@ -245,9 +245,11 @@ def _chain(tmp: str, faults: list[str], seed: int, say, started: list) -> dict:
     finished_before: set = set()
     damaged = None
     for i, fault in enumerate(faults + [None]):
-        k = rng.randint(0, total - 2)  # the fault strikes after k more finished trials (and a random moment)
-        fenv = dict(env, LKSCALE_FAULT=f"enospc-after:{rng.randint(2, 12)}") if fault == "enospc" else env
+        if fault is None and not damaged and i and done(out) == expected(study):
+            break  # the last fault's run ended the search (a worker killed and retried): nothing left to resume
         before = done(out) if os.path.isdir(out) else set()
+        k = rng.randint(0, max(1, (total - len(before)) // 3))  # strikes after k more finished trials (and a moment)
+        fenv = dict(env, LKSCALE_FAULT=f"enospc-after:{rng.randint(2, 12)}") if fault == "enospc" else env
         proc = start(study, out, *(("--resume",) if i else ()), env=fenv)
         if damaged:  # the resume says what it rebuilt from the Tune folders
             rc, err = finish(proc)
@@ -289,8 +291,9 @@ def _chain(tmp: str, faults: list[str], seed: int, say, started: list) -> dict:
             reap(proc, 0)
         elif fault == "sigint":  # Ctrl-C in a terminal: the whole foreground group
             kill_group(proc, signal.SIGINT)
-            finish(proc, 90)
+            rc, err = finish(proc, 90)
             reap(proc, 0)
+            assert rc == 1 and "interrupted" in err.strip().splitlines()[-1], (rc, err[-3000:])  # said, not "done"
         elif fault == "damage":  # after a clean end: the record damaged outside lkscale
             rc, err = finish(proc)
             assert rc == 0, err[-3000:]
@@ -320,8 +323,8 @@ if __name__ != "__main__":
     def test_faults_chain_resumes_to_the_uninterrupted_record(tmp_path):
         """A full disk, a second driver, SIGKILL of the driver, SIGKILL of a trial worker and Ctrl-C, each
         followed by --resume: the record ends as an uninterrupted run's."""
-        res = chain(str(tmp_path), ["enospc", "sigkill", "worker", "sigint"], seed=int(os.environ.get("FAULT_SEED", 1)),
-                    say=print)
+        res = chain(str(tmp_path), ["enospc", "sigkill", "sigint", "worker"], seed=int(os.environ.get("FAULT_SEED", 1)),
+                    say=print, kernels=KERNELS[:3])
         n = len(res["injected"])
         assert n >= 4, res  # the second driver, the driver SIGKILL, Ctrl-C, and mostly the full disk and the worker
         print(f"faults injected {n}, survived {n}, records compared 1: {json.dumps(res)}")
@@ -445,6 +448,88 @@ if __name__ != "__main__":
         assert mem["images_mb"] == round((4 + 2) * 10 * 3 * 32 * 32 / 2 ** 20, 1)  # train + val images, uint8
         assert mem["per_trial_mb"] == round(mem["probe_peak_mb"] + mem["images_mb"], 1)
         assert "MiB per trial at peak" in mem["text"] and "per-trial limit 900 MiB" in mem["text"]
+
+    def _record(run):
+        from lkscale.rundir import update_summary, write_costs, write_fidelity, write_trials
+
+        rows = [{"trial_id": f"t{i}", "number": i, "name": f"n{i}", "state": "complete", "val_acc": round(0.4 + i / 100, 2),
+                 "val_acc_epochs": [0.3, round(0.4 + i / 100, 2)], "replicate": 0, "latency_ms": 1.0 + i} for i in range(4)]
+        write_trials(run, rows)
+        write_costs(run, {"n0": {"params": 1}})
+        update_summary(run, {"trials": 4})
+        write_fidelity(run, [{"name": "n0", "state": "complete", "proxy_acc": 0.4, "high_acc": 0.5, "epochs": 3}])
+        return rows
+
+    def test_damaged_records_are_named_never_silently_dropped(tmp_path):
+        """The issue's case: trials.csv cut mid-row reported 3 of 4 trials without a word. Now every damaged
+        row or file is named (file, row, line, why): report warns and leaves it out; strict reading (resume)
+        stops with one line."""
+        from lkscale.cli.report import warnings
+        from lkscale.rundir import RunDirError, load_run, read_costs, read_fidelity, read_trials
+
+        run = str(tmp_path)
+        _record(run)
+        path = os.path.join(run, "trials.csv")
+        text = open(path).read()
+        open(path, "w").write(text[: len(text) - 40])  # cut inside the last row
+        run_ = load_run(run)
+        assert len(run_.trials) == 3 and [d.where for d in run_.damaged] == ["row 4 (line 5)"]
+        assert [w for w in warnings(run) if "trials.csv: row 4 (line 5) is damaged (" in w and "left out" in w]
+        with pytest.raises(RunDirError, match=r"trials.csv: row 4 \(line 5\) is damaged"):
+            read_trials(run, strict=True)
+        lines = text.splitlines(keepends=True)
+        open(path, "w").write("".join(lines[:2] + [lines[2][:25] + "\n"] + lines[3:]))  # a middle row cut short
+        damaged = []
+        assert len(read_trials(run, damaged)) == 3 and "row 2 (line 3) is damaged (cut short: " in str(damaged[0])
+        # a whole row whose cells are not what their columns hold
+        for bad, why in (("complete", "state 'compleet'"), ("0.42", "val_acc 'x0.42' is not a number"),
+                         ('"[0.3, 0.42]"', "val_acc_epochs '[0.3, 0.4' is not a JSON list")):
+            row = lines[3].replace(bad, {"complete": "compleet", "0.42": "x0.42"}.get(bad, '"[0.3, 0.4"'), 1)
+            open(path, "w").write("".join(lines[:3] + [row] + lines[4:]))
+            damaged = []
+            assert len(read_trials(run, damaged)) == 3 and why in str(damaged[0]) and "row 3 (line 4)" in str(damaged[0])
+        for name, cut in (("costs.json", 5), ("summary.json", 9)):
+            p = os.path.join(run, name)
+            body = open(p).read()
+            open(p, "w").write(body[:cut])
+        with pytest.raises(RunDirError, match=r"costs.json: line 2 column 2 is damaged \(not valid JSON"):
+            read_costs(run)
+        f = os.path.join(run, "fidelity.csv")
+        body = open(f).read()
+        open(f, "w").write(body[:-8])
+        damaged = []
+        assert read_fidelity(run, damaged) == [] and "fidelity.csv: row 1 (line 2)" in str(damaged[0])
+        said = warnings(run)
+        assert {w.split(": ")[0].rsplit("/", 1)[-1] for w in said} == {"trials.csv", "costs.json", "summary.json",
+                                                                       "fidelity.csv"}, said
+
+    def test_resume_rebuilds_a_damaged_row_from_tune_or_stops_naming_it(tmp_path):
+        from lkscale.rundir import RunDirError, read_trials
+        from lkscale.search.resume import repair_record
+
+        run = str(tmp_path)
+        rows = _record(run)
+        (tmp_path / "study.yaml").write_text("name: x\nproxy: {epochs: 2, seed: 0}\n")
+        path = os.path.join(run, "trials.csv")
+        intact = open(path).read()
+        open(path, "w").write(intact[:-30])
+        with pytest.raises(RunDirError, match=r"trials.csv: row 4 \(line 5\) is damaged .*do not hold"):
+            repair_record(run, print)
+        spec = json.dumps({"stem": {"family": "replk", "stride": 2},
+                           "stages": [{"block": "replk", "depth": 1, "width": 16, "kernel": 3}]})
+        cfg = {"name": "n3", "number": 3, "replicate": 0, "spec": spec, "latency_ms": 4.0}
+        last = {"epoch": 2, "val_acc": 0.43, "val_acc_epochs": "[0.3, 0.43]", "done": True, "val_n": 20}
+        (tmp_path / "tune").mkdir()
+        (tmp_path / "tune" / "experiment_state-x.json").write_text(json.dumps({"trial_data": [[
+            json.dumps({"trial_id": "t3", "config": cfg, "status": "TERMINATED"}), json.dumps({"last_result": last})]]}))
+        said = []
+        repair_record(run, said.append)
+        assert any("row 4 (line 5)" in m and "rebuilt from the Tune folders: trial 3 replicate 0 complete" in m
+                   for m in said), said
+        got = {t.trial_id: t for t in read_trials(run, strict=True)}
+        assert sorted(got) == ["t0", "t1", "t2", "t3"] and got["t3"].val_acc == 0.43 and got["t3"].state == "complete"
+        assert got["t3"].val_acc_epochs == [0.3, 0.43] and got["t0"].val_acc == rows[0]["val_acc"]
+        assert [f for f in os.listdir(run) if f.startswith("trials.csv.damaged-")]  # the damaged copy is kept
 
 
 # ------------------------------------------------------------------------------------------ the driver

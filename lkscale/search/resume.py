@@ -62,13 +62,30 @@ def _finished(st: optuna.Study, number: int) -> bool:
     return number < len(trials) and trials[number].state.is_finished()
 
 
-def close_abandoned(study: Study, storage) -> int:
-    """After a finished Tune run: Optuna trials still RUNNING (asked, never told) are closed as FAIL."""
+def cut_short(run_dir: str) -> int:
+    """Trials the record still has running after Tune returned: the run was cut short (Ctrl-C: Tune stops
+    and returns normally)."""
+    return sum(1 for t in read_trials(run_dir, []) if t.state == "running")
+
+
+def close_abandoned(study: Study, storage, run_dir: str | None = None) -> int:
+    """After Tune returned: Optuna trials still RUNNING (asked, never told) are closed as FAIL. With the run
+    folder, what an interruption cut is kept for ``--resume``: a trial with no finished replicate is closed
+    as FAIL and its parameters queued again (a grid would otherwise never train that point again), a
+    candidate with finished replicates stays RUNNING (``reconcile`` tells it or queues what it is owed).
+    Returns how many trials were cut (0 after a search that ran to its end)."""
     st = optuna.load_study(study_name=study.name, storage=storage)
-    running = st.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for t in running:
+    finished = {t.get("number") for t in read_trials(run_dir, []) if t.state != "running"} if run_dir else set()
+    cut = 0
+    for t in st.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.number in finished:
+            cut += 1
+            continue
         st.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-    return len(running)
+        if run_dir and t.params:
+            st.enqueue_trial(t.params, skip_if_exists=False)
+            cut += 1
+    return cut
 
 
 def rung_history(rows: list, epochs: int) -> list[tuple[str, list[float], float]]:

@@ -22,7 +22,7 @@ from lkscale.search.ledger import Ledger
 from lkscale.search.objective import Objective
 from lkscale.search.progress import Progress, plan_probe
 from lkscale.search.recorder import Recorder
-from lkscale.search.resume import close_abandoned, reconcile, rung_history
+from lkscale.search.resume import close_abandoned, cut_short, reconcile, rung_history
 from lkscale.search.searcher import StudySearch
 from lkscale.search.staging import data_stage_payload
 from lkscale.search.storage import optuna_storage
@@ -158,7 +158,8 @@ def fit(study: Study, run_dir: str, tune_root: str, objective: Objective, *, res
     say(f"searching: {ledger.budget} architectures x {study.search.replicates} replicate(s), "
         f"{study.search.concurrency} at a time, {int(study.proxy.epochs)} epochs each ({mode}); results in {run_dir}")
     tuner.fit()
-    close_abandoned(study, store)
+    if close_abandoned(study, store, run_dir) or cut_short(run_dir):  # Ctrl-C: Tune stopped and returned
+        raise KeyboardInterrupt("the search was interrupted; `lkscale search --resume` continues it")
     if ledger.duplicates:
         say(f"{ledger.duplicates} draw(s) of architectures already tried were skipped (recorded in Optuna as "
             f"FAIL with user attribute duplicate_of)")
