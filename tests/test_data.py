@@ -311,7 +311,7 @@ def test_synthetic_is_seeded_and_learnable_shape():
 
 
 def test_bad_config():
-    with pytest.raises(DataError, match="unknown dataset"):
+    with pytest.raises(DataError, match=r"data\.dataset: .imagenet. unknown"):
         load_splits(DataConfig(dataset="imagenet"))
     with pytest.raises(DataError, match="val_per_class"):
         load_splits(DataConfig(dataset="synthetic", val_per_class=0))

@@ -40,7 +40,7 @@ def add_parser(subparsers) -> None:
                    help=f"random crop + flip in the retrains (default {'on' if d.augment else 'off'})")
     p.add_argument("--concurrency", type=int, default=d.concurrency, metavar="N",
                    help=f"retrains at a time (default {d.concurrency})")
-    p.add_argument("--seed", type=int, default=d.seed, metavar="N", help="sample, data and init seed (default 0)")
+    p.add_argument("--seed", type=int, default=d.seed, metavar="N", help=f"sample, data and init seed (default {d.seed})")
     p.add_argument("--top-k", type=int, default=d.top_k, metavar="K", help=f"top-k recall (default {d.top_k})")
     p.add_argument("--warn-tau", type=float, default=d.warn_tau, metavar="X",
                    help=f"warn when Kendall tau is below this (default {d.warn_tau:g})")

@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 from lkscale.config import LatencyConfig
 from lkscale.cost.latency import LatencyResult, measure_interleaved
 from lkscale.cost.predictor import LatencyTable, predict
+from lkscale.model import build_model
+from lkscale.reparam import reparameterize
 from lkscale.spec import ArchSpec
 
 _TABLES: dict[str, LatencyTable] = {}
@@ -24,9 +26,6 @@ def measure_specs(specs: Sequence[ArchSpec], cfg: LatencyConfig, input_size: int
 
     Specs that share a deploy form (re-param variants) are timed once and share the result.
     """
-    from lkscale.model import build_model
-    from lkscale.reparam import reparameterize
-
     deploy = {s.name: s.without_reparam().name for s in specs}
     models = {}
     for s in specs:

@@ -34,6 +34,8 @@ from torch import nn
 from lkscale.config import LatencyConfig
 from lkscale.cost.latency import LatencyResult, run_protocol, summarize
 from lkscale.cost.runtimes import make_runner, threads
+from lkscale.model import build_model
+from lkscale.reparam import reparameterize
 from lkscale.space import map_sizes
 from lkscale.spec import ArchSpec
 
@@ -111,9 +113,6 @@ def network_parts(spec: ArchSpec, input_size: int, num_classes: int = 10, in_cha
 def part_modules(spec: ArchSpec, input_size: int, num_classes: int = 10,
                  in_chans: int = 3) -> dict[str, tuple[nn.Module, tuple]]:
     """{part key: (deployed module, its input shape without batch)} for the parts of ``spec``."""
-    from lkscale.model import build_model
-    from lkscale.reparam import reparameterize
-
     model = reparameterize(build_model(spec, num_classes=num_classes, in_chans=in_chans)).eval()
     mods = [model.stem]
     for i, stage in enumerate(model.stages):
@@ -213,9 +212,6 @@ def fit_linear(x, y) -> tuple[float, float]:
 def whole_networks(specs: list[ArchSpec], input_size: int, num_classes: int = 10,
                    in_chans: int = 3) -> dict[str, tuple[nn.Module, tuple]]:
     """{deploy-form name: (deployed model, input shape)}, one per distinct deploy form."""
-    from lkscale.model import build_model
-    from lkscale.reparam import reparameterize
-
     out = {}
     for s in specs:
         d = s.without_reparam()

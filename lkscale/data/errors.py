@@ -1,7 +1,7 @@
 """The data layer's one error type and the check of a DataConfig built in code."""
 from __future__ import annotations
 
-from lkscale.config import DATASETS, DataConfig
+from lkscale.config import ConfigError, DataConfig, validate
 
 
 class DataError(Exception):
@@ -9,16 +9,9 @@ class DataError(Exception):
 
 
 def validate_config(cfg: DataConfig) -> None:
-    """Check a DataConfig built in code (study files are validated by lkscale.config already)."""
-    if cfg.dataset not in DATASETS:
-        raise DataError(f"data.dataset: unknown dataset {cfg.dataset!r}; known: {', '.join(DATASETS)}")
-    for name in ("train_per_class", "test_per_class"):
-        v = getattr(cfg, name)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-            raise DataError(f"data.{name}: expected a non-negative integer or null, got {v!r}")
-    if not isinstance(cfg.val_per_class, int) or isinstance(cfg.val_per_class, bool) or cfg.val_per_class < 1:
-        raise DataError(f"data.val_per_class: expected an integer >= 1, got {cfg.val_per_class!r}")
-    if cfg.train_per_class == 0:
-        raise DataError("data.train_per_class: must be at least 1 (or null for all)")
-    if cfg.input_size is not None and (not isinstance(cfg.input_size, int) or cfg.input_size < 8):
-        raise DataError(f"data.input_size: expected an integer >= 8 or null, got {cfg.input_size!r}")
+    """Check a DataConfig built in code (``lkscale.config.validate``: the study file's rules, and input_size None
+    for the native size); a bad field is a DataError naming it."""
+    try:
+        validate(cfg, "data")
+    except ConfigError as e:
+        raise DataError(str(e)) from None
