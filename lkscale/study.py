@@ -18,6 +18,7 @@ from lkscale.baselines import BaselineError, parse_baselines
 from lkscale.config import (NESTED, RULES, AnalysisConfig, BudgetConfig, ConfigError, ConfirmConfig, DataConfig,
                             FidelityConfig, LatencyConfig, PruningConfig, ResourceConfig, SearchConfig, TrackingConfig,
                             TrainConfig, build, to_dict)
+from lkscale.presets import all_presets
 from lkscale.space import Knob, SpaceConfig, candidate, grid, grid_points
 from lkscale.spec import KNOWN_BLOCKS
 
@@ -245,8 +246,6 @@ def _parse_space(raw: Any) -> SpaceConfig:
     if raw.get("base") is not None:
         b = raw["base"]
         if isinstance(b, str):
-            from lkscale.presets import all_presets
-
             table = all_presets()
             if b not in table:
                 raise StudyError("space.base", f"unknown preset {b!r}; known: {', '.join(sorted(table))}")
