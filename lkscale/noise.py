@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+NOISE_JSON = "noise.json"           # the record ``lkscale noise`` writes into a study's output folder
 SEED_NAMES = ("val", "subset", "init", "order")
 GROUPS = ("subset", "init", "order", "all")
 
@@ -219,6 +220,23 @@ def cost_seconds(record: dict, n: int) -> float:
     return float(np.mean(tot)) if tot else float("nan")
 
 
+def replicate_spread(rows: list[dict]) -> tuple[float, int]:
+    """Pooled sd (points) of the paired difference between settings over their common replicates, from a
+    run's trial rows (``name``, ``replicate``, ``val_acc`` as a fraction, complete ones); (nan, 0) when
+    no two settings share two replicates. Returns (sd, pairs pooled)."""
+    by: dict[str, dict[int, float]] = {}
+    for r in rows:
+        if r.get("state", "complete") == "complete" and r.get("val_acc") not in (None, ""):
+            by.setdefault(str(r["name"]), {})[int(float(r.get("replicate") or 0))] = 100.0 * float(r["val_acc"])
+    names, vs = sorted(by), []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            common = sorted(set(by[a]) & set(by[b]))
+            if len(common) >= 2:
+                vs.append(float(np.var([by[a][k] - by[b][k] for k in common], ddof=1)))
+    return (math.sqrt(float(np.mean(vs))), len(vs)) if vs else (float("nan"), 0)
+
+
 def to_json(analysis: dict) -> dict:
     """The analysis as plain data."""
     return {"components": {g: c.to_dict() for g, c in analysis["components"].items()},
@@ -228,5 +246,5 @@ def to_json(analysis: dict) -> dict:
             "additivity": analysis["additivity"], "runs": analysis["runs"]}
 
 
-__all__ = ["design", "groups_of", "pack", "unpack", "Component", "fixed_set_component", "fresh_set_component",
+__all__ = ["NOISE_JSON", "replicate_spread", "design", "groups_of", "pack", "unpack", "Component", "fixed_set_component", "fresh_set_component",
            "validation_component", "analyse", "paired_sd", "cost_seconds", "to_json", "SEED_NAMES", "GROUPS"]

@@ -210,3 +210,40 @@ def test_analyse_a_record_end_to_end():
     assert noise.cost_seconds(rec, 2000) == pytest.approx(2 * (100 - 3 + 15))
     js = noise.to_json(a)
     assert js["components"]["all"]["sd"] >= 0 and "400" in js["validation"]
+
+
+# ------------------------------------------------------------------------------------------ lkscale plan
+def _study(tmp_path, out):
+    import yaml
+
+    from lkscale.study import load_study
+
+    raw = {"name": "p", "output": str(out), "space": {"stem_stride": 2, "block": "replk", "kernels": [[3, 3, 3], [7, 3, 3]],
+                                                      "stages": [{"depth": 1, "width": 8}] * 3},
+           "data": {"dataset": "synthetic", "train_per_class": 4, "val_per_class": 40},
+           "search": {"mode": "scaling", "sampler": "grid", "trials": 2, "replicates": 3}}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
+    return load_study(str(tmp_path / "p.yaml"))
+
+
+def test_plan_states_the_mde_from_a_noise_record_or_the_replicate_spread(tmp_path):
+    import json
+
+    from lkscale.comparisons import min_detectable_effect
+    from lkscale.search.planning import power_plan
+
+    out = tmp_path / "run"
+    study = _study(tmp_path, out)
+    assert power_plan(study) is None                    # nothing measured yet: nothing claimed
+    out.mkdir()
+    rec = _record(np.random.default_rng(4))
+    rec.update(a="A", b="B", train_per_class=4)
+    (out / noise.NOISE_JSON).write_text(json.dumps(rec))
+    p = power_plan(study)
+    sd = noise.paired_sd(rec, 400)                        # the study's 40/class x 10 classes
+    assert p["paired_sd"] == pytest.approx(sd) and p["mde"] == pytest.approx(min_detectable_effect(sd, 3))
+    assert "minimum detectable effect" in p["text"] and p["replicates_for_equivalence"] > 3
+    (out / noise.NOISE_JSON).unlink()
+    rows = [{"name": n, "replicate": r, "val_acc": v, "state": "complete"}
+            for n, vals in (("a", (0.50, 0.52, 0.49)), ("b", (0.51, 0.55, 0.50))) for r, v in enumerate(vals)]
+    assert noise.replicate_spread(rows)[0] == pytest.approx(float(np.std([1.0, 3.0, 1.0], ddof=1)))

@@ -21,8 +21,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from lkscale.cli import UsageError
-
-NOISE_JSON = "noise.json"
+from lkscale.noise import NOISE_JSON
 
 
 def add_parser(sub) -> None:
@@ -98,7 +97,9 @@ def train_one(job: dict) -> dict:
     small = dataclasses.replace(big, x=big.x[mask], y=big.y[mask])
     spec = ArchSpec.from_json(job["spec"])
     model = build_seeded(spec, init_seed(proxy), splits.num_classes, splits.in_chans)
+    cpu0 = time.process_time()
     res = train_model(model, dataclasses.replace(splits, val=small), proxy)
+    cpu_train = time.process_time() - cpu0
     if res.status != "ok":
         return {"error": res.message or res.status}
 
@@ -114,7 +115,7 @@ def train_one(job: dict) -> dict:
     c_big, t_big = correct(big)
     return {"acc_small": float(c_small.mean()), "acc_big": float(c_big.mean()), "val_acc": float(res.val_acc),
             "correct": pack(c_big), "small_mask": pack(mask.numpy()), "train_s": float(res.seconds),
-            "eval_small_s": t_small, "eval_big_s": t_big}
+            "eval_small_s": t_small, "eval_big_s": t_big, "cpu_train_s": cpu_train}
 
 
 def _record_path(args, study) -> str:

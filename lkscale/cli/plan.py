@@ -77,5 +77,7 @@ def run(args: argparse.Namespace) -> int:
         out.append(f"estimate: {est['note']}")
     if est and est.get("memory"):
         out.append(est["memory"]["text"])
+    if plan.get("power"):
+        out.append(plan["power"]["text"])
     print("\n".join(out))
     return 0

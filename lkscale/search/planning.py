@@ -16,7 +16,10 @@ from typing import Callable
 
 from lkscale.cost import estimate, measure_train_step
 from lkscale.cost.measure import latency_of
+from lkscale.comparisons import min_detectable_effect, replicates_needed
 from lkscale.model import build_model
+from lkscale.noise import NOISE_JSON, paired_sd, replicate_spread
+from lkscale.rundir import read_trials
 from lkscale.search.checks import check_data, check_resources, space_points
 from lkscale.search.memory import peak_rss_mb
 from lkscale.search.objective import budget_violations
@@ -95,7 +98,43 @@ def make_plan(study: Study, latency: bool = True, probe: bool = True,
             "data": {"dataset": data.dataset, "root": data.root}, "resources": {
                 "cpus_per_trial": study.resources.cpus_per_trial, "gpus_per_trial": study.resources.gpus_per_trial,
                 "concurrency": study.search.concurrency},
-            "pruning": pruning_plan(study), "estimate": est, "plan_seconds": round(time.time() - t0, 1)}
+            "pruning": pruning_plan(study), "estimate": est, "power": power_plan(study),
+            "plan_seconds": round(time.time() - t0, 1)}
+
+
+def power_plan(study: Study, classes: int = 10) -> dict | None:
+    """What the study's replicates can show: the minimum detectable effect (paired, two-sided, at
+    ``analysis.alpha`` and ``analysis.power``) and the replicates equivalence within ``analysis.margin``
+    needs, at the paired sd of a noise record (``lkscale noise``, rescaled to the study's validation size)
+    or else of the replicate spread of a run already in the study's output folder. None without either."""
+    an = getattr(study, "analysis", None)
+    margin, alpha, power = (float(getattr(an, k, d)) for k, d in (("margin", 1.0), ("alpha", 0.05), ("power", 0.8)))
+    n_val = study.data.val_per_class * classes
+    path = os.path.join(study.output, NOISE_JSON)
+    sd, source = float("nan"), ""
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                rec = json.load(f)
+            sd = paired_sd(rec, n_val)
+            source = (f"noise record {path} ({rec['a']} vs {rec['b']}, {rec['epochs']:g} epochs x "
+                      f"{rec['train_per_class']}/class, rescaled to {n_val} validation images)")
+        except (OSError, ValueError, KeyError, ZeroDivisionError):
+            sd = float("nan")
+    if not sd == sd:
+        sd, pairs = replicate_spread([t.row for t in read_trials(study.output) if (t.get("role") or "candidate") == "candidate"])
+        source = f"the replicate spread of {pairs} pairs of settings in {study.output}" if pairs else ""
+    if not sd == sd:
+        return None
+    reps = study.search.replicates
+    ad = study.search.adaptive
+    mde = min_detectable_effect(sd, reps, alpha, power)
+    need = replicates_needed(sd, margin, alpha, power, 0.0, "equivalence")
+    text = (f"power: paired sd {sd:.2f} points ({source}): with {reps} replicates the minimum detectable effect is "
+            f"{mde:.2f} points (alpha {alpha:g}, power {power:.0%}); equivalence within +-{margin:g} needs {need} "
+            f"replicates per setting" + (f" (adaptive: up to {ad.max_replicates} where undecided)" if ad.enabled else ""))
+    return {"paired_sd": sd, "source": source, "replicates": reps, "mde": mde, "margin": margin, "alpha": alpha,
+            "power": power, "replicates_for_equivalence": need, "text": text}
 
 
 def pruning_plan(study: Study) -> dict:

@@ -16,6 +16,7 @@ from ray.tune.search import ConcurrencyLimiter
 from lkscale.config import to_dict
 from lkscale.search.schedulers import make_scheduler
 from lkscale.rundir import read_trials
+from lkscale.search.adaptive import adaptive_hook
 from lkscale.search.checks import check_resources
 from lkscale.search.confirm import confirm_hook
 from lkscale.search.ledger import Ledger
@@ -137,7 +138,7 @@ def fit(study: Study, run_dir: str, tune_root: str, objective: Objective, *, res
     trainable = tune.with_resources(trainable, {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial})
     ot_study = optuna.create_study(study_name=study.name, storage=store, directions=["maximize", "minimize"],
                                    sampler=make_sampler(study, resume_index), load_if_exists=True)
-    searcher = StudySearch(objective, ot_study, ledger, on_idle=confirm_hook(study, run_dir),
+    searcher = StudySearch(objective, ot_study, ledger, on_idle=adaptive_hook(study, run_dir) or confirm_hook(study, run_dir),
                            grid_size=_grid_size(study))
     lines = progress or (lambda m: log.info(m))
     prog = Progress(lines, ledger.budget * study.search.replicates + len(ledger.jobs), int(study.proxy.epochs),
