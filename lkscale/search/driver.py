@@ -54,7 +54,7 @@ def _never_started(output: str, storage: str | None, optuna_url: str | None) -> 
     d = RunDir(os.path.abspath(output))
     tune_root = os.path.abspath(storage) if storage and "://" not in storage else d.path
     return (not optuna_url and not (storage and "://" in storage) and os.path.isfile(d.study_yaml)
-            and not os.path.isfile(d.optuna_journal) and not os.path.isdir(os.path.join(tune_root, "tune")))
+            and not os.path.isfile(d.optuna_journal) and not os.path.isdir(os.path.join(tune_root, TUNE_DIR)))
 
 
 def _experiment_name(tune_root: str, resume: bool, storage: str | None) -> str:
