@@ -81,11 +81,12 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="lkscale-faults-") as tmp:
             say = lambda m, c=c: print(f"[chain {c + 1}/{a.chains}, {time.time() - t0:.0f} s] {m}", file=sys.stderr,
                                        flush=True)
+            injected: list[str] = []
             try:
-                res = test_faults.chain(tmp, FAULTS, seed=seed, say=say)
+                res = test_faults.chain(tmp, FAULTS, seed=seed, say=say, injected=injected)
                 ok, why = True, ""
-            except Exception as e:  # noqa: BLE001 - a fault not survived is a result, recorded with its reason
-                res, ok, why = {"injected": getattr(e, "injected", [])}, False, traceback.format_exc(limit=3)[-1500:]
+            except Exception:  # noqa: BLE001 - a fault not survived is a result, recorded with its reason
+                res, ok, why = {"injected": injected}, False, traceback.format_exc(limit=3)[-1500:]
             chains.append({"seed": seed, "survived": ok, "injected": res.get("injected"), "record": res.get("record"),
                            "error": why})
             for f in res.get("injected") or []:

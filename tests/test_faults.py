@@ -158,9 +158,10 @@ def trial_workers(sid: int) -> list[int]:
     return out
 
 
-def check_record(out: str, study: str, log: str, finished_before: set) -> dict:
+def check_record(out: str, study: str, log: str, marks: list) -> dict:
     """The final record against an uninterrupted run's: the same (network, replicate) set, each once;
-    nothing finished before a fault trained again; Optuna agrees with trials.csv. Returns the counts."""
+    nothing finished before a fault trained again (``marks``: (trainings logged, finished set) at each
+    fault: no training of a finished one starts after its mark); Optuna agrees with trials.csv."""
     import optuna
 
     from lkscale.search import optuna_storage
@@ -171,11 +172,10 @@ def check_record(out: str, study: str, log: str, finished_before: set) -> dict:
     assert set(got) == want, (sorted(want - set(got)), sorted(set(got) - want))
     assert len(got) == len(set(got)), "a (network, replicate) recorded twice"
     assert not [t for t in rs if t.state in ("running", "failed")], [(t.name, t.state) for t in rs]
-    counts = {}
-    for k in trained(log):
-        counts[k] = counts.get(k, 0) + 1
-    again = {k: counts[k] for k in finished_before if counts.get(k, 0) > 1}
-    assert not again, f"finished before a fault, trained again: {again}"
+    log_lines = trained(log)
+    for n, finished in marks:
+        again = sorted(set(log_lines[n:]) & finished)
+        assert not again, f"finished before a fault, trained again after it: {again}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ot = optuna.load_study(study_name="faults", storage=optuna_storage(out)).trials
     assert not [t.number for t in ot if t.state.name in ("RUNNING", "WAITING")]
@@ -219,17 +219,19 @@ def damage(out: str, rng: random.Random) -> str:
     return text[last:].split(",", 1)[0]
 
 
-def chain(tmp: str, faults: list[str], seed: int = 0, say=lambda m: None, kernels: list | None = None) -> dict:
+def chain(tmp: str, faults: list[str], seed: int = 0, say=lambda m: None, kernels: list | None = None,
+          injected: list | None = None) -> dict:
+    """``injected``: a list the faults are added to as they strike (read it when the chain raises)."""
     started: list[subprocess.Popen] = []
     try:
-        return _chain(tmp, faults, seed, say, started, kernels)
+        return _chain(tmp, faults, seed, say, started, kernels, [] if injected is None else injected)
     finally:  # whatever happened, no driver or Ray process of ours outlives the scenario
         for p in started:
             if p.poll() is None or session_pids(p.pid):
                 reap(p, 0)
 
 
-def _chain(tmp: str, faults: list[str], seed: int, say, started: list, kernels: list | None) -> dict:
+def _chain(tmp: str, faults: list[str], seed: int, say, started: list, kernels: list | None, injected: list) -> dict:
     """One search hit by ``faults`` in turn (each but ``worker`` ends a run; the next run is --resume), then
     resumed to the end; a second driver is started while the first run holds the folder. Every fault is
     checked where it strikes (exit codes, messages, the record still whole) and the final record against an
@@ -241,8 +243,7 @@ def _chain(tmp: str, faults: list[str], seed: int, say, started: list, kernels: 
     log = os.path.join(tmp, "trained.log")
     env = {"CURVES_LOG": log, "CURVES_SLEEP": "0.15", "LKSCALE_CACHE": os.path.join(tmp, "cache")}
     total = len(expected(study))
-    injected: list[str] = []
-    finished_before: set = set()
+    marks: list = []  # (trainings logged, finished (network, replicate)) at each fault
     damaged = None
     for i, fault in enumerate(faults + [None]):
         if fault is None and not damaged and i and done(out) == expected(study):
@@ -297,7 +298,7 @@ def _chain(tmp: str, faults: list[str], seed: int, say, started: list, kernels: 
         elif fault == "damage":  # after a clean end: the record damaged outside lkscale
             rc, err = finish(proc)
             assert rc == 0, err[-3000:]
-            finished_before |= done(out)
+            marks.append((len(trained(log)), done(out)))
             damaged = damage(out, rng)
         else:
             rc, err = finish(proc)
@@ -310,9 +311,9 @@ def _chain(tmp: str, faults: list[str], seed: int, say, started: list, kernels: 
                     continue
         if fault:
             injected.append(fault)
-            finished_before |= done(out)
+            marks.append((len(trained(log)), done(out)))
             say(f"fault {len(injected)}: {FAULT_NAMES[fault]} with {len(done(out))}/{total} trials finished")
-    return {"injected": injected, "record": check_record(out, study, log, finished_before)}
+    return {"injected": injected, "record": check_record(out, study, log, marks)}
 
 
 # ------------------------------------------------------------------------------------------ pytest
