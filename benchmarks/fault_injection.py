@@ -85,8 +85,9 @@ def main() -> int:
             try:
                 res = test_faults.chain(tmp, FAULTS, seed=seed, say=say, injected=injected)
                 ok, why = True, ""
-            except Exception:  # noqa: BLE001 - a fault not survived is a result, recorded with its reason
-                res, ok, why = {"injected": injected}, False, traceback.format_exc(limit=3)[-1500:]
+            except Exception as e:  # noqa: BLE001 - a fault not survived is a result, recorded with its reason
+                where = traceback.extract_tb(e.__traceback__)[-1]
+                res, ok, why = {"injected": injected}, False, f"line {where.lineno}: {where.line}: {str(e)[-1500:]}"
             chains.append({"seed": seed, "survived": ok, "injected": res.get("injected"), "record": res.get("record"),
                            "error": why})
             for f in res.get("injected") or []:
