@@ -94,6 +94,9 @@ def main() -> int:
                 k = kinds.setdefault(test_faults.FAULT_NAMES[f], {"injected": 0, "survived": 0})
                 k["injected"] += 1
                 k["survived"] += int(ok)
+            if not ok:  # the fault that struck when the chain failed (counted, not survived)
+                k = kinds.setdefault("fault striking when a chain failed", {"injected": 0, "survived": 0})
+                k["injected"] += 1
             say(f"{'survived' if ok else 'NOT survived'}: {res}")
     with tempfile.TemporaryDirectory() as tmp:
         kinds["dataset cache corrupted between runs"] = cache_corruption(tmp, 6, random.Random(a.seed))
