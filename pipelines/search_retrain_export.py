@@ -38,7 +38,6 @@ from typing import Callable
 import ray
 import torch
 
-from lkscale.config import to_dict
 from lkscale.export import (ExportError, check_name, export_trial, export_winners, read_export, safe_child,
                             select_winners, timm_name)
 from lkscale.export.layout import write_index
@@ -55,7 +54,7 @@ log = logging.getLogger("lkscale.pipeline")
 def _retrain_export(run, trial, out_name: str, epochs: int, onnx: bool, stage: dict | None, threads: int) -> dict:
     """Ray task body: retrain one winner from scratch and export it; returns the folder as tar bytes."""
     torch.set_num_threads(max(1, threads))  # Ray sets OMP_NUM_THREADS=1 in workers
-    run.study["data"] = to_dict(node_data(run.study_config().data, stage))
+    run.study["data"] = {**(run.study.get("data") or {}), "root": node_data(run.study_config().data, stage).root}
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="lkscale-export-") as tmp:
         folder = export_trial(run, trial, tmp, retrain_epochs=epochs, onnx=onnx)
