@@ -12,7 +12,7 @@ from lkscale.report.labels import (OBJECTIVES, STATE_MEANING, acc_text, blocks_l
                                    ms_interval_text, reparam_label)
 from lkscale.report.markdown import (SCALING_HEADER, STEPS_HEADER, base_text, comparison_rows, conclusions, fit_text,
                                      front_header, front_rows, front_runtime, front_statuses, front_text, racing_lines,
-                                     scaling_note, scaling_rows, settings_rows, steps_rows, trials_note)
+                                     scaling_note, scaling_rows, settings_rows, steps_note, steps_rows, trials_note)
 from lkscale.attainment import shared_replicates
 from lkscale.rundir import STATES, Run, RunDir, Trial, candidates
 
@@ -154,10 +154,8 @@ def _steps_table(sc: dict) -> str:
     rows = steps_rows(sc)
     if not rows:
         return "<p><i>No two kernel settings of one re-param line both have a complete result: no step to test.</i></p>"
-    attrs = [" class='sig'" if r[-1] == "**yes**" else "" for r in rows]
-    return ("<p>Steps between neighbouring kernel settings (same re-param setting): mean paired difference over the "
-            "replicates both have, in percentage points, with its interval; p from a two-sided paired t-test, "
-            "Holm-corrected within each re-param line; * = significant after Holm.</p>" + table(STEPS_HEADER, rows, "", attrs))
+    attrs = [" class='sig'" if r[3].startswith("**") else "" for r in rows]  # decided better or worse
+    return f"<p>{inline_md(steps_note(sc))}</p>" + table(STEPS_HEADER, rows, "", attrs)
 
 
 def _scaling_section(run: Run, scalings: list[dict], fig_html: list[str]) -> str:

@@ -237,19 +237,20 @@ def _fronts_section(result: dict, fronts: dict, figures: dict) -> list[str]:
 
 
 STEPS_NOTE = ("Steps between neighbouring kernel settings (same re-param setting): mean paired difference over the "
-              "replicates both have, in percentage points, with its {conf} interval. Verdict: *better* / *worse* when "
-              "the one-sided paired t-test at {alpha} rejects (the interval lies above / below 0), *equivalent* when "
+              "replicates both have, in percentage points, with its {conf} interval. Verdict: better / worse when "
+              "the one-sided paired t-test at {alpha} rejects (the interval lies above / below 0), equivalent when "
               "two one-sided tests put it within +-{margin} points (the interval lies inside; this wins over a "
-              "significant difference smaller than the margin), else *undecided*, with the replicates per setting "
+              "significant difference smaller than the margin), else undecided, with the replicates per setting "
               "that would decide it at the measured paired spread; p-values Holm-adjusted within each re-param "
               "line; accuracies on the validation grid get a spread floor, so identical differences never give "
               "p = 0. `*` = better or worse.")
 
 
-def _levels(scaling: dict) -> dict:
+def steps_note(scaling: dict) -> str:
+    """What the steps table's intervals, verdicts and p-values mean, at the study's alpha and margin."""
     line = next(iter(scaling["lines"].values()), None) or {}
     alpha, margin = line.get("alpha", 0.05), line.get("margin", 1.0)
-    return {"conf": f"{1 - 2 * alpha:.0%}", "alpha": f"{alpha:g}", "margin": f"{margin:g}"}
+    return STEPS_NOTE.format(conf=f"{1 - 2 * alpha:.0%}", alpha=f"{alpha:g}", margin=f"{margin:g}")
 
 
 def _scaling_section(run: Run, scalings: list[dict], figures: dict) -> list[str]:
@@ -260,7 +261,7 @@ def _scaling_section(run: Run, scalings: list[dict], figures: dict) -> list[str]
         if len(scalings) > 1:
             L += [f"### {blocks_label(scaling['base']['blocks'])}", ""]
         L += [base_text(scaling), ""] + _table(SCALING_HEADER, scaling_rows(scaling))
-        L += ["", STEPS_NOTE.format(**_levels(scaling)), ""]
+        L += ["", steps_note(scaling), ""]
         steps = steps_rows(scaling)
         L += _table(STEPS_HEADER, steps) if steps else ["_No two kernel settings of one re-param line both have a "
                                                         "complete result: no step to test._"]
