@@ -127,3 +127,40 @@ def test_the_plans_probe_is_read_from_the_run_folder(tmp_path):
     assert probe == {"small": 10.0, "dcn": 393.0, "mid": pytest.approx(201.5)}
     (tmp_path / "plan.json").write_text(json.dumps({**plan, "estimate": {"note": "no probe"}}))
     assert plan_probe(str(tmp_path)) == {}
+
+
+def test_epochs_without_a_tune_report_are_seen_through_the_trials_progress_file(clock, tmp_path):
+    """proxy.val_every_epoch false: Tune hears of a trial only after its last epoch. The trainable's progress file
+    (RUN_DIR/.progress/TRIAL_ID.json) makes the heartbeat say the epoch really running, at the observed rate."""
+    from lkscale.search.progress import read_progress, write_progress
+
+    run = str(tmp_path)
+    p, lines = plain(total_trials=1, epochs=3, concurrency=1, heartbeat_s=150.0, run_dir=run)
+    rows = [{"trial_id": "a", "state": "running", "epochs_done": 0, "seconds": 0.0, "name": "n0", "number": 0}]
+    running = {"a": FakeTrial(0, "n0", 0)}  # its last Tune result: none (epoch 0)
+    assert write_progress(run, "a", 0, 0.0, t=1000.0)  # the trial starts
+    p.tick(rows, running)
+    clock[0] += 100.0
+    write_progress(run, "a", 1, 100.0, t=1100.0)
+    p.tick(rows, running)
+    assert lines == ["[trial 0] epoch 1/3  not validated  100 s/epoch  n0"]
+    p.tick(rows, running)
+    assert len(lines) == 1  # one line per epoch
+    clock[0] += 100.0
+    write_progress(run, "a", 2, 200.0, t=1200.0)
+    clock[0] += 17.0
+    p.tick(rows, running)
+    assert lines[1] == "[trial 0] epoch 2/3  not validated  100 s/epoch  n0"
+    beat = lines[2]
+    assert beat.startswith("... elapsed 3m37s; running: trial 0 epoch 2/3 (100 s/epoch, 0m17s into epoch 3)"), beat
+    assert "~1m23s left, from 1 running trial(s)' observed 100 s/epoch" in beat  # 1 epoch of 100 s, 17 s done
+    # without the file (the search before this change): "epoch 0/3 (no epoch yet, 3m37s into epoch 1)"
+    blind, _ = plain(total_trials=1, epochs=3, concurrency=1, heartbeat_s=60.0)
+    blind._since["a"] = 1000.0
+    assert "trial 0 epoch 0/3 (no epoch yet, 3m37s into epoch 1)" in blind.heartbeat(rows, running)
+    # a Tune result further along than the file wins; a file cut short is ignored
+    ahead = [{**rows[0], "epochs_done": 3, "seconds": 330.0}]
+    assert "epoch 3/3 (110 s/epoch" in p.heartbeat(ahead, running)
+    (tmp_path / ".progress" / "a.json").write_text('{"epoch": 2, "seco')
+    assert read_progress(run, "a") is None
+    assert not write_progress(str(tmp_path / "elsewhere"), "a", 1, 1.0)  # a node that cannot see the run folder

@@ -18,7 +18,7 @@ import shutil
 from ray.tune import Callback
 
 from lkscale.rundir import RunDir, read_trials, write_trials
-from lkscale.search.progress import Progress
+from lkscale.search.progress import Progress, clear_progress
 from lkscale.search.searcher import trial_state
 
 log = logging.getLogger("lkscale.search")
@@ -98,6 +98,7 @@ class Recorder(Callback):
         prev = self.rows.get(trial.trial_id, {})
         row = self._record(trial, result, prev.get("state") if prev.get("state") not in (None, "running")
                            else trial_state(result))
+        clear_progress(self.run_dir, trial.trial_id)  # the trial's per-epoch progress file (lkscale.search.progress)
         if self.progress:
             self.progress.trial_done(row, self.rows.values(), _running(trials, trial))
 
@@ -127,6 +128,7 @@ class Recorder(Callback):
             err = lines[-1][:300] if lines else ""
         result["error"] = err or "trial process failed"
         row = self._record(trial, result, "failed")
+        clear_progress(self.run_dir, trial.trial_id)
         if self.progress:
             self.progress.trial_done(row, self.rows.values(), _running(trials, trial))
 
