@@ -67,3 +67,23 @@ def test_degenerate_fit_is_not_printed_as_numbers():
     assert line["fit"] is None and "not identifiable" in line["fit_note"]
     text = fit_text(line)
     assert "not identifiable" in text and "a = " not in text
+
+
+def test_a_setting_with_one_replicate_left_does_not_break_the_report(tmp_path):
+    """A damaged row left out (or a setting racing never grew) leaves one setting with one shared replicate:
+    its comparisons have a difference but no interval, and the report says so instead of crashing."""
+    import csv
+
+    run, _ = write_replicate_run(str(tmp_path / "thin"))
+    path = os.path.join(run, "trials.csv")
+    rows = list(csv.DictReader(open(path, encoding="utf-8")))
+    first = rows[0]["name"]
+    kept = [r for r in rows if not (r["name"] == first and r["replicate"] not in ("0", ""))]
+    assert len(kept) < len(rows)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(kept)
+    make_report(run, figures=False)
+    md = open(os.path.join(run, "report.md"), encoding="utf-8").read()
+    assert "one shared replicate: no interval" in md or "(n=1" in md

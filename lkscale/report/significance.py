@@ -164,6 +164,10 @@ def _name(setting) -> str:
 
 
 def _iv(rec: dict) -> str:
+    if rec.get("diff") is None:
+        return "n/a (no shared replicate)"
+    if rec.get("low") is None or rec.get("high") is None:  # one shared replicate: no interval to give
+        return f"{100 * rec['diff']:+.1f} (one shared replicate: no interval)"
     return f"{100 * rec['diff']:+.1f} [{100 * rec['low']:+.1f}, {100 * rec['high']:+.1f}]"
 
 
