@@ -5,6 +5,7 @@
     python benchmarks/study_rate.py eval                        # cost of a 10,000-image validation vs a trial
     python benchmarks/study_rate.py analyse --output RUN         # the phases of a finished run folder
     python benchmarks/study_rate.py dcn                         # DCNv3 train step: reference vs fused vs others
+    python benchmarks/study_rate.py threads --batch 64 --steps 8  # 2 trials x 1 thread vs 1 trial x 2 threads
     python benchmarks/study_rate.py mm                          # the single-core torch.mm rate alone
 
 ``study`` runs the project's own search (``lkscale.search.driver.run_study``: costing, Ray Tune, the
@@ -279,6 +280,47 @@ def cmd_dcn(a) -> dict:
     return out
 
 
+def _train_worker(args: tuple) -> tuple[float, float, float]:
+    """One trial's training in its own process: (start, end, train-step seconds) of ``n`` images."""
+    block, kernels, reparam, threads, n, batch = args
+    g = torch.Generator().manual_seed(0)
+    ts = TensorSet(torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
+                   torch.randint(0, 10, (n,), generator=g), torch.tensor([0.49, 0.48, 0.45]), torch.tensor([0.25, 0.24, 0.26]))
+    splits = Splits(train=ts, val=TensorSet(ts.x[:batch], ts.y[:batch], ts.mean, ts.std), test=None,
+                    classes=[str(i) for i in range(10)], mean=ts.mean, std=ts.std, in_chans=3)
+    torch.manual_seed(0)
+    model = lkscale.build_model(study_candidate(block, kernels, reparam), num_classes=10)
+    cfg = TrainConfig(epochs=1, batch_size=batch, threads=threads, val_every_epoch=False, bn_recalibrate_batches=0)
+    train_model(model, splits, dataclasses.replace(cfg, epochs=2 * batch / n))  # warm-up: autotuning, allocator
+    t0 = time.time()
+    res = train_model(model, splits, cfg)
+    return t0, time.time(), res.phase_seconds["train"]
+
+
+def cmd_threads(a) -> dict:
+    """2 trials x 1 thread (two processes side by side) vs 1 trial x 2 threads, images/s of train steps
+    (``train_model``), per main-study network, alternating over ``--rounds`` rounds."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    nets = [("replk", [31, 29, 27, 13], [5]), ("convnext", [7, 7, 7, 7], [5]), ("replk", [3, 3, 3, 3], [])]
+    n, out = a.batch * a.steps, {}
+    with ctx.Pool(2) as pool:
+        for net in nets:
+            two, one = [], []
+            for _ in range(a.rounds):
+                r = pool.map(_train_worker, [(*net, 1, n, a.batch)] * 2)
+                two.append(2 * n / (max(e for _, e, _ in r) - min(s for s, _, _ in r)))
+                s, e, _ = pool.apply(_train_worker, ((*net, 2, n, a.batch),))
+                one.append(n / (e - s))
+            name = study_candidate(*net).name
+            out[name] = {"2x1_img_s": two, "1x2_img_s": one, "ratio": [t / o for t, o in zip(two, one)],
+                         "load": os.getloadavg()}
+            print(f"{name:<46} 2 trials x 1 thread {spread(two)} img/s, 1 trial x 2 threads {spread(one)} img/s, "
+                  f"ratio {spread(out[name]['ratio'], 2)}; load {os.getloadavg()[0]:.1f}", flush=True)
+    return {"batch": a.batch, "images": n, "nets": out}
+
+
 def cmd_eval(a) -> dict:
     """Validation of ``--val-images`` vs one main-study trial (8,000 images x 3 epochs), per network:
     the train-step rate from one short epoch through ``train_model``, validation old (no_grad, batch 500,
@@ -321,7 +363,7 @@ def cmd_eval(a) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("study", "analyse", "eval", "dcn", "mm"))
+    ap.add_argument("what", choices=("study", "analyse", "eval", "dcn", "threads", "mm"))
     ap.add_argument("--study", default=os.path.join(HERE, "..", "studies", "kernel_size.yaml"))
     ap.add_argument("--train-per-class", type=int, default=100)
     ap.add_argument("--val-per-class", type=int, default=50)
@@ -337,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", help="run folder for `study` (default: a fresh temporary folder)")
     ap.add_argument("--out", help="write the JSON here")
     a = ap.parse_args(argv)
-    r = {"mm": lambda _: mm_rate(), "study": cmd_study, "analyse": cmd_analyse, "eval": cmd_eval, "dcn": cmd_dcn}[a.what](a)
+    r = {"mm": lambda _: mm_rate(), "study": cmd_study, "analyse": cmd_analyse, "eval": cmd_eval, "dcn": cmd_dcn, "threads": cmd_threads}[a.what](a)
     if a.what == "mm":
         print(json.dumps(r, indent=1))
     r = {"what": a.what, "argv": sys.argv[1:], "torch": torch.__version__, "when": time.strftime("%Y-%m-%d %H:%M:%S UTC",
