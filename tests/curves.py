@@ -29,6 +29,8 @@ BASELINE_FINAL = {"timm:lcnet_050": 0.40, "timm:mobilenetv3_small_050": 0.60}  #
 def curve_trainable(config: dict) -> None:
     from ray import tune
 
+    from lkscale.search.progress import write_progress
+
     base = {"epoch": 0, "val_acc": 0.0, "latency_ms": float(config.get("latency_ms") or 0.0), "node": "curves",
             "infeasible": False, "failed": False, "error": "", "replicate": int(config.get("replicate", 0)),
             "val_n": 1000}
@@ -45,9 +47,15 @@ def curve_trainable(config: dict) -> None:
         accs = [round(final * (e + 1) / epochs, 4) for e in range(epochs)]
     else:
         accs = curve([s["kernel"] for s in json.loads(config["spec"])["stages"]], epochs, base["replicate"])
+    every = config["proxy"].get("val_every_epoch", True)  # False: as the real trainable, Tune hears only the end
+    trial_id = tune.get_context().get_trial_id()
+    write_progress(config.get("run_dir", ""), trial_id, 0, 0.0)
     for e, acc in enumerate(accs, 1):
         time.sleep(float(os.environ.get("CURVES_SLEEP", "0")))
-        tune.report({**base, "epoch": e, "val_acc": acc, "val_acc_epochs": json.dumps(accs[:e]), "seconds": 0.1 * e})
+        write_progress(config.get("run_dir", ""), trial_id, e, 0.1 * e)
+        if every or e == epochs:
+            tune.report({**base, "epoch": e, "val_acc": acc, "val_acc_epochs": json.dumps(accs[:e] if every else [acc]),
+                         "seconds": 0.1 * e})
 
 
 def main(argv: list[str]) -> int:

@@ -93,12 +93,15 @@ def test_heartbeat_once_per_interval_on_plain_lines_only(clock):
 
 
 @pytest.mark.slow
-def test_a_real_search_log_has_epoch_lines_and_heartbeats(tmp_path):
-    """Ray Tune + the searcher + the recorder with the fixed-curve trainable (1 s per epoch), heartbeat 0.5 s."""
+@pytest.mark.parametrize("every", [True, False], ids=["validated", "end-only"])
+def test_a_real_search_log_has_epoch_lines_and_heartbeats(tmp_path, every):
+    """Ray Tune + the searcher + the recorder with the fixed-curve trainable (1 s per epoch), heartbeat 0.5 s.
+    End-only (proxy.val_every_epoch false): Tune hears of each trial once, after its last epoch; the epoch lines
+    and heartbeats come from the trials' progress files, removed when the trials end."""
     study = {"name": "beat", "space": {"stem_stride": 2, "block": "replk", "kernels": [[3, 3, 3], [7, 7, 3]],
                                        "stages": [{"depth": 1, "width": 16}, {"depth": 1, "width": 16},
                                                   {"depth": 1, "width": 16}]},
-             "data": {"dataset": "synthetic", "train_per_class": 4, "val_per_class": 2}, "proxy": {"epochs": 3},
+             "data": {"dataset": "synthetic", "train_per_class": 4, "val_per_class": 2}, "proxy": {"epochs": 3, "val_every_epoch": every},
              "budgets": {"latency": {"runtime": "torch", "rounds": 2, "repeats": 2}},
              "search": {"sampler": "grid", "trials": 2, "concurrency": 1, "pruning": {"scheduler": "none"}}}
     path = tmp_path / "beat.yaml"
@@ -110,9 +113,12 @@ def test_a_real_search_log_has_epoch_lines_and_heartbeats(tmp_path):
     err = res.stderr.splitlines()
     epochs = [ln for ln in err if "] epoch " in ln]
     assert len(epochs) == 4, err  # 2 trials x epochs 1-2 (the last epoch is the trial's own line)
+    assert all(("not validated" in ln) != every for ln in epochs), epochs
     beats = [ln for ln in err if ln.startswith("... elapsed")]
     assert len(beats) >= 3, err
     assert any("running: trial" in b and "s/epoch" in b and " left, from " in b for b in beats), beats
+    assert any(f"epoch {k}/3 (" in b for b in beats for k in (1, 2)), beats  # a trial seen past its first epoch
+    assert not os.listdir(tmp_path / "run" / ".progress")  # each trial's progress file removed when it ended
 
 
 def test_the_plans_probe_is_read_from_the_run_folder(tmp_path):
