@@ -190,6 +190,15 @@ def analyse(record: dict, confidence: float = 0.95) -> dict:
         observed[n] = {"sd": float(np.std(ds, ddof=1)) if len(ds) > 1 else float("nan"), "runs": len(ds),
                        "diffs": ds}
         predicted[n] = math.sqrt(max(0.0, comps["all"].var) + val[n].var)
+    # pooled training variance: every group estimates it if one seed alone moves Delta as much as all do
+    # (chaotic training; the data so far do not reject it); df-weighted, used where it exceeds the 'all' one
+    dfs = {g: comps[g].runs - 1 for g in GROUPS if comps[g].runs >= 2 and comps[g].var == comps[g].var}
+    pooled = sum(comps[g].var * dfs[g] for g in dfs) / sum(dfs.values()) if dfs else float("nan")
+    comps["pooled"] = Component("pooled", pooled, float("nan"), float("nan"), sum(dfs.values()) + 1,
+                                note="df-weighted mean of the four groups")
+    train = max(comps["all"].var, pooled) if pooled == pooled else comps["all"].var
+    for n in predicted:
+        predicted[n] = math.sqrt(max(0.0, train) + val[n].var)
     one = [comps[g].var for g in ("subset", "init", "order")]
     additivity = {"sum_one_factor": float(sum(one)), "all_at_once": comps["all"].var}
     return {"components": comps, "validation": val, "observed": observed, "predicted": predicted,
@@ -198,15 +207,19 @@ def analyse(record: dict, confidence: float = 0.95) -> dict:
 
 def paired_sd(record: dict, n: int) -> float:
     """The predicted sd of one replicate's paired difference (points) with ``n`` validation images:
-    ``sqrt(Var(Delta) + E[S2] / n)`` from the measurement (any ``n``: the validation part scales as 1/n)."""
+    ``sqrt(Var(Delta) + E[S2] / n)`` from the measurement (any ``n``: the validation part scales as 1/n);
+    Var(Delta) the larger of the all-at-once and the pooled estimate (the cautious one)."""
     a = analyse(record)
     n_big = int(record["val_big"])
-    return math.sqrt(max(0.0, a["components"]["all"].var) + a["validation"][n_big].var * n_big / n)
+    c = a["components"]
+    train = max(c["all"].var, c["pooled"].var) if c["pooled"].var == c["pooled"].var else c["all"].var
+    return math.sqrt(max(0.0, train) + a["validation"][n_big].var * n_big / n)
 
 
-def cost_seconds(record: dict, n: int) -> float:
-    """CPU-seconds of one replicate of the pair with ``n`` validation images: training plus, per epoch,
-    scoring ``n`` images (at the measured per-image scoring time), each network on one thread."""
+def cost_seconds(record: dict, n: int, evals: float | None = None) -> float:
+    """Seconds of one replicate of the pair with ``n`` validation images, each network on one thread:
+    training plus ``evals`` scorings of ``n`` images (default: every epoch) at the measured per-image time.
+    Wall seconds of the measurement's trainings: on a loaded machine, compare settings by their ratio."""
     runs = [r for r in record["runs"] if r.get("a") and r.get("b")]
     epochs = float(record["epochs"])
     tot = []
@@ -215,7 +228,7 @@ def cost_seconds(record: dict, n: int) -> float:
         for side in ("a", "b"):
             x = r[side]
             per_image = x["eval_big_s"] / int(record["val_big"])
-            s += x["train_s"] - epochs * x["eval_small_s"] + epochs * per_image * n
+            s += x["train_s"] - epochs * x["eval_small_s"] + (epochs if evals is None else evals) * per_image * n
         tot.append(s)
     return float(np.mean(tot)) if tot else float("nan")
 

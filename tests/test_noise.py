@@ -201,7 +201,8 @@ def _record(rng, k=4, n_small=400, n_big=2000, sd=SD):
 def test_analyse_a_record_end_to_end():
     rec = _record(np.random.default_rng(3))
     a = noise.analyse(rec)
-    assert set(a["components"]) == set(noise.GROUPS) and a["runs"] == 13
+    assert set(a["components"]) == set(noise.GROUPS) | {"pooled"} and a["runs"] == 13
+    assert a["components"]["pooled"].runs == 3 * 4 + 1                # 3 df from each of the 4 groups
     assert all(a["components"][g].runs == 4 for g in noise.GROUPS)
     assert a["validation"][400].var == pytest.approx(5 * a["validation"][2000].var, rel=0.15)
     assert noise.paired_sd(rec, 2000) == pytest.approx(a["predicted"][2000])

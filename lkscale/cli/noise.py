@@ -201,9 +201,11 @@ def summarise(record: dict, study) -> dict:
     for n in (int(record["val_small"]), int(record["val_big"])):
         sd = noise.paired_sd(record, n)
         cost = noise.cost_seconds(record, n)
+        once = noise.cost_seconds(record, n, evals=1)
         settings[str(n)] = {
-            "paired_sd": sd, "observed_sd": a["observed"][n]["sd"], "cpu_s_per_pair": cost,
-            "sd_of_mean_per_cpu_minute": sd * math.sqrt(cost / 60.0) if cost == cost else float("nan"),
+            "paired_sd": sd, "observed_sd": a["observed"][n]["sd"], "s_per_pair": cost, "s_per_pair_scored_once": once,
+            "sd_x_sqrt_minutes": sd * math.sqrt(cost / 60.0) if cost == cost else float("nan"),
+            "sd_x_sqrt_minutes_scored_once": sd * math.sqrt(once / 60.0) if once == once else float("nan"),
             "mde": min_detectable_effect(sd, reps, alpha, power),
             "replicates_for_equivalence": replicates_needed(sd, margin, alpha, power, 0.0, "equivalence")}
     out.update(pair=[record["a"], record["b"]], settings=settings, margin=margin, alpha=alpha, power=power,
@@ -220,6 +222,9 @@ def _print(s: dict) -> None:
         c = s["components"][g]
         print(f"  training, {g + ' seed' if g != 'all' else 'all seeds'} changed: {p(c):<24} ({c['runs']} runs; "
               f"before removing prediction churn {math.sqrt(max(0, c['raw_var'])):.2f})")
+    c = s["components"]["pooled"]
+    print(f"  training, pooled over the groups: {c['sd']:.2f} ({c['runs']} runs; used for the prediction where it "
+          f"exceeds the all-seeds estimate)")
     for n, c in s["validation"].items():
         print(f"  validation sampling, {n:>6} images: {p(c)}")
     ad = s["additivity"]
@@ -228,8 +233,11 @@ def _print(s: dict) -> None:
           f"power {s['power']:.0%}:")
     for n, v in s["settings"].items():
         print(f"  {n:>6} validation images: paired sd {v['paired_sd']:.2f} (observed {v['observed_sd']:.2f}), "
-              f"{v['cpu_s_per_pair'] / 60:.1f} CPU-min per pair, sd x sqrt(CPU-min) {v['sd_of_mean_per_cpu_minute']:.2f}; "
+              f"{v['s_per_pair'] / 60:.1f} min per pair scored every epoch ({v['s_per_pair_scored_once'] / 60:.1f} scored "
+              f"once), sd x sqrt(min) {v['sd_x_sqrt_minutes']:.2f} ({v['sd_x_sqrt_minutes_scored_once']:.2f}); "
               f"MDE {v['mde']:.2f} points; equivalence needs {v['replicates_for_equivalence']} replicates")
+    print("  (minutes: wall time of the measurement's single-thread trainings on this machine under the load recorded; "
+          "compare settings by their ratio)")
 
 
 def run(args: argparse.Namespace) -> int:
