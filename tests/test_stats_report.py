@@ -87,3 +87,20 @@ def test_a_setting_with_one_replicate_left_does_not_break_the_report(tmp_path):
     make_report(run, figures=False)
     md = open(os.path.join(run, "report.md"), encoding="utf-8").read()
     assert "one shared replicate: no interval" in md or "(n=1" in md
+
+
+def test_an_adaptive_study_is_decided_at_its_per_look_alpha(tmp_path):
+    """Adaptive replicates spend alpha over their looks; the report's verdicts must not re-decide at the
+    nominal alpha (that would undo the correction): the line is analysed at alpha / looks."""
+    import yaml
+
+    run, _ = write_replicate_run(str(tmp_path / "adaptive"))
+    path = os.path.join(run, "study.yaml")
+    study = yaml.safe_load(open(path))
+    study["search"]["adaptive"] = {"enabled": True, "looks": 2, "max_replicates": 6}
+    yaml.safe_dump(study, open(path, "w"))
+    line = make_report(run, figures=False)["kernel_scaling"]["lines"]["none"]
+    assert line["alpha"] == 0.025
+    study["search"]["adaptive"]["enabled"] = False
+    yaml.safe_dump(study, open(path, "w"))
+    assert make_report(run, figures=False)["kernel_scaling"]["lines"]["none"]["alpha"] == 0.05

@@ -22,12 +22,13 @@ nothing can be decided: the line says so (its intervals are Wilson intervals on 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from lkscale.comparisons import Decision, decision_replicates, min_detectable_effect
-from lkscale.config import AnalysisConfig, build
+from lkscale.config import AdaptiveConfig, AnalysisConfig, build
 from lkscale.report.labels import dot
 from lkscale.scaling_fit import fit_saturating, where_gains_stop
 from lkscale.space import map_sizes
@@ -37,8 +38,17 @@ X_INDEX = "kernel setting index"
 
 
 def analysis_of(study: dict) -> AnalysisConfig:
-    """The study's ``analysis:`` section (defaults for a run from before it existed)."""
-    return build(AnalysisConfig, (study or {}).get("analysis"), "analysis")
+    """The study's ``analysis:`` section (defaults for a run from before it existed).
+
+    A study with adaptive replicates (``search.adaptive``) looked at its comparisons ``looks`` times, each at
+    ``alpha / looks`` (``lkscale.search.adaptive``); the report's decisions are on the same footing, so the
+    correction over the looks is not undone by deciding once more at the nominal alpha."""
+    an = build(AnalysisConfig, (study or {}).get("analysis"), "analysis")
+    adaptive = ((study or {}).get("search") or {}).get("adaptive") or {}
+    if adaptive.get("enabled"):
+        looks = int(adaptive.get("looks") or AdaptiveConfig.looks)
+        an = dataclasses.replace(an, alpha=an.alpha / max(1, looks))
+    return an
 
 
 def stage1_effective_kernel(kernels: list, stem_stride: int | None, input_size: int | None) -> int | None:
