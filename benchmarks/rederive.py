@@ -14,6 +14,11 @@ A record is the small files of a finished run (``study.yaml``, ``trials.csv``, `
 - ``fidelity`` (where ``lkscale fidelity`` ran): proxy vs high-fidelity agreement
   (``lkscale.fidelity.stats.fidelity_statistics``: Kendall tau, Spearman rho, top-k recall, front kept,
   hypervolume ratio, each with its interval) on the recorded retrains of the summary's settings;
+- ``decisions`` (a study that varies kernel size): the report's first lines and, per scaling line, each
+  neighbouring step's verdict (better / worse / equivalent / undecided) with its difference and interval, the
+  paired sd and the minimum detectable effect (``lkscale.report.scaling.kernel_scalings``);
+- ``baselines`` (a study with ``baselines:``): per baseline, which front members dominate it and the report's
+  sentence (``lkscale.report.baselines.comparisons``);
 - ``pruning_replay`` (only when ``expected.json`` asks for it: it replays 100 arrival orders per rule):
   ``lkscale.fidelity.replay.replay_rules`` on the run's own complete curves.
 
@@ -23,6 +28,7 @@ docs quote is written there once (``--write``), and a change in lkscale that mov
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import math
@@ -31,12 +37,16 @@ import sys
 
 from lkscale.fidelity.replay import replay_rules
 from lkscale.fidelity.stats import fidelity_statistics
+from lkscale.report.baselines import baseline_rows, comparisons
+from lkscale.report.make import DECISION_KEYS, confidence_of, known_intervals
+from lkscale.report.markdown import answer_lines
+from lkscale.report.scaling import kernel_scalings
 from lkscale.rundir import candidates, front_of, load_run, read_fidelity
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUNS = os.path.join(HERE, "results", "runs")
 EXPECTED = "expected.json"
-SECTIONS = ("counts", "front", "fidelity")  # pruning_replay only where expected.json holds it (slower)
+SECTIONS = ("counts", "front", "fidelity", "decisions", "baselines")  # pruning_replay only where expected.json holds it (slower)
 FRONT_KEYS = ("name", "val_acc", "val_acc_low", "val_acc_high", "n_replicates", "latency_ms")
 FIDELITY_KEYS = ("n", "kendall_tau", "spearman_rho", "front_kept", "hv_ratio")  # and top{k}_recall
 
@@ -74,6 +84,34 @@ def _pruning_replay(run) -> dict:
     return replay_rules(run.trials, truth or None, tuple(settings.get("graces") or (1, 2)), **kw)
 
 
+STEP_KEYS = ("from", "to", "verdict", "diff", "low", "high", "replicates_needed")
+
+
+def _decisions(run) -> dict | None:
+    cands = dataclasses.replace(run, trials=known_intervals(candidates(run.trials, confidence_of(run))))
+    scalings = kernel_scalings(cands, confidence_of(run))
+    if not scalings:
+        return None
+    lines = {}
+    for n, sc in enumerate(scalings):
+        for rep, line in sc["lines"].items():
+            rec = {k: line.get(k) for k in ("margin", "alpha", "replicates", "paired_sd", "mde") if k in DECISION_KEYS}
+            rec["steps"] = [{k: st.get(k) for k in STEP_KEYS} for st in line.get("steps") or []]
+            lines[f"scaling{n}/{rep}"] = rec
+    return {"answer": answer_lines(scalings), "lines": lines}
+
+
+def _baselines(run) -> list | None:
+    level = confidence_of(run)
+    cands = dataclasses.replace(run, trials=known_intervals(candidates(run.trials, level)))
+    bases = baseline_rows(cands, level)
+    if not bases:
+        return None
+    front = front_of(cands.trials, "latency_ms")
+    return [{k: c.get(k) for k in ("baseline", "state", "val_acc", "latency_ms", "dominated_by", "sentence")}
+            for c in comparisons(front, bases, level)]
+
+
 def derive(run_dir: str, sections: tuple[str, ...] = SECTIONS) -> dict:
     """The headline figures of one run record (see the module docstring)."""
     run = load_run(run_dir)
@@ -90,6 +128,14 @@ def derive(run_dir: str, sections: tuple[str, ...] = SECTIONS) -> dict:
         fid = _fidelity(run)
         if fid is not None:
             out["fidelity"] = fid
+    if "decisions" in sections:
+        dec = _decisions(run)
+        if dec is not None:
+            out["decisions"] = dec
+    if "baselines" in sections:
+        bas = _baselines(run)
+        if bas is not None:
+            out["baselines"] = bas
     if "pruning_replay" in sections:
         out["pruning_replay"] = _pruning_replay(run)
     return out
