@@ -8,11 +8,14 @@
   ``stopped``), which is how a search prunes a weak candidate. ``cfg.val_every_epoch`` False: BN is
   recalibrated and the model validated (and the callback called) after the last epoch only, for runs
   that no decision reads before the end (a scaling study).
+- ``on_epoch_end(epoch, seconds)`` is called after every epoch, validated or not (before ``callback``), with
+  the epoch's wall seconds: progress that does not wait for a validation (the search's heartbeat).
 - Validation in inference form (``evaluate``: a re-parameterised copy under ``torch.inference_mode``).
 - A NaN/inf loss ends the run with status ``nan`` and a message; nothing raises.
 - Seeded: the same seed on one thread gives the same result bit for bit.
 - Devices: ``cfg.device`` (``auto``: the GPU Ray assigned to the trial, else the CPU; see
-  :func:`resolve_device`). The model and the decoded uint8 images move to the device once; batches are
+  :func:`lkscale.devices.resolve_device`; the device and precision helpers live in ``lkscale.devices``,
+  re-exported here). The model and the decoded uint8 images move to the device once; batches are
   gathered, augmented and normalised there. ``cfg.precision`` bf16/fp16 trains under autocast (fp16
   with a gradient scaler, CUDA only). The trained model is handed back on the CPU.
 - ``cfg.fused_optimizer`` (default on): fused AdamW and foreach gradient clipping; off, the
@@ -23,11 +26,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import time
-from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,8 @@ from torch import nn
 
 from lkscale.config import TrainConfig
 from lkscale.data import Splits, TensorSet
+from lkscale.devices import (autocast, check_precision, model_device, pick_device, resolve_device, to_device,
+                             torch_threads)
 from lkscale.reparam import reparameterize
 
 log = logging.getLogger(__name__)
@@ -91,92 +94,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, **kw)
 
 
-# ------------------------------------------------------------------------------------------ devices
-def pick_device(name: str, cuda_available: bool, device_count: int, visible: str | None) -> str:
-    """The device a trial trains on, as a string (pure: tested without a GPU).
-
-    ``visible`` is ``$CUDA_VISIBLE_DEVICES``: Ray sets it to the GPUs it assigned to a trial (several
-    trials given a fraction of one GPU all see that GPU as ``cuda:0``) and to ``""`` for a trial with
-    none, so ``auto`` gives the first GPU the trial may use, else the CPU. Raises ValueError for a
-    device that is not there.
-    """
-    name = (name or "auto").strip().lower()
-    usable = device_count if cuda_available else 0
-    if visible is not None and not visible.strip():
-        usable = 0
-    if name == "cpu":
-        return "cpu"
-    if name == "auto":
-        return "cuda:0" if usable > 0 else "cpu"
-    if name == "cuda" or name.startswith("cuda:"):
-        idx = 0 if name == "cuda" else name[5:]
-        if not str(idx).isdigit():
-            raise ValueError(f"device {name!r}: expected cuda or cuda:N")
-        if usable == 0:
-            why = "CUDA_VISIBLE_DEVICES is empty" if visible is not None and not visible.strip() else (
-                "this torch build has no CUDA" if not cuda_available else "no GPU visible")
-            raise ValueError(f"device {name!r} asked for, but no CUDA device is usable here ({why}); use --device cpu")
-        if int(idx) >= usable:
-            raise ValueError(f"device {name!r}: only {usable} CUDA device(s) visible")
-        return f"cuda:{int(idx)}"
-    raise ValueError(f"device {name!r} unknown; allowed: auto, cpu, cuda, cuda:N")
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` -> a torch.device, from what this process can see."""
-    avail = torch.cuda.is_available()
-    return torch.device(pick_device(name, avail, torch.cuda.device_count() if avail else 0,
-                                    os.environ.get("CUDA_VISIBLE_DEVICES")))
-
-
-def check_precision(precision: str, device: torch.device) -> None:
-    """Raise ValueError for a precision the device cannot train in."""
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision fp16 needs a CUDA device (it trains with a gradient scaler); use bf16 on CPU")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use fp16")
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"precision {precision!r} unknown; allowed: fp32, bf16, fp16")
-
-
-def autocast(precision: str, device: torch.device):
-    """The autocast context for a precision (a no-op for fp32)."""
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def to_device(tensorset: TensorSet, device: torch.device) -> TensorSet:
-    """The same images (uint8), labels and normalisation on ``device`` (one copy; none when already there).
-
-    ``TensorSet.batches`` then gathers, augments and normalises on that device (the shuffling order is
-    drawn on the CPU generator, so a seed gives the same batches on every device)."""
-    if tensorset.x.device == device:
-        return tensorset
-    return dataclasses.replace(tensorset, x=tensorset.x.to(device), y=tensorset.y.to(device),
-                               mean=tensorset.mean.to(device), std=tensorset.std.to(device))
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Set torch's intra-op thread count for the block (Ray sets OMP_NUM_THREADS=1 in trials)."""
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def evaluate(model: nn.Module, tensorset: TensorSet, batch_size: int = 500,
              channels_last: bool = True, precision: str = "fp32", deploy: bool = True) -> tuple[float, float]:
     """Mean cross-entropy (no smoothing) and top-1 accuracy on a TensorSet, on the model's device;
@@ -190,7 +107,7 @@ def evaluate(model: nn.Module, tensorset: TensorSet, batch_size: int = 500,
     n = len(tensorset)
     if n == 0:
         return float("nan"), float("nan")
-    dev = _model_device(model)
+    dev = model_device(model)
     if deploy:
         with torch.no_grad():
             model = reparameterize(model)
@@ -214,17 +131,20 @@ def _finite(v: float) -> bool:
 
 def train_model(model: nn.Module, splits: Splits, cfg: TrainConfig | None = None,
                 callback: Callable[[dict], Any] | None = None,
-                on_step: Callable[[int, int, float], None] | None = None) -> TrainResult:
+                on_step: Callable[[int, int, float], None] | None = None,
+                on_epoch_end: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train ``model`` on ``splits.train``, validating on ``splits.val`` after every epoch.
 
-    ``callback(metrics)`` runs after each epoch; a True/``STOP`` return stops training.
+    ``callback(metrics)`` runs after each validated epoch; a True/``STOP`` return stops training.
     ``on_step(step, total_steps, loss)`` runs after each optimiser step (progress bars).
+    ``on_epoch_end(epoch, seconds)`` runs after every epoch trained, validated or not (1-based epoch, the
+    epoch's wall seconds with its validation if any), before ``callback``; not after a diverged epoch.
     ``cfg.epochs`` may be fractional (the last epoch is partial).
     """
     cfg = cfg or TrainConfig()
     cfg.validate()
     with torch_threads(cfg.threads):
-        return _train(model, splits, cfg, callback, on_step)
+        return _train(model, splits, cfg, callback, on_step, on_epoch_end)
 
 
 @torch.no_grad()
@@ -246,7 +166,7 @@ def recalibrate_bn(model: nn.Module, tensorset: TensorSet, batches: int, batch_s
     was_training = model.training
     model.train()
     gen = torch.Generator().manual_seed(seed)
-    dev = _model_device(model)
+    dev = model_device(model)
     for i, (xb, _) in enumerate(tensorset.batches(batch_size, shuffle=True, generator=gen, drop_last=True,
                                                   channels_last=channels_last)):
         if i >= batches:
@@ -373,7 +293,7 @@ def _train_epoch(run: _Run, train: TensorSet, bs: int, augment: bool, epoch: int
     return loss_sum, loss_n
 
 
-def _train(model, splits, cfg, callback, on_step) -> TrainResult:
+def _train(model, splits, cfg, callback, on_step, on_epoch_end=None) -> TrainResult:
     run, splits, bs, n_epochs = _prepare(model, splits, cfg)
     train = splits.train
     augment = train.augment if cfg.augment is None else cfg.augment
@@ -392,6 +312,8 @@ def _train(model, splits, cfg, callback, on_step) -> TrainResult:
         if res.status == "nan":
             break
         if not cfg.val_every_epoch and epoch + 1 < n_epochs:
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, time.perf_counter() - t0)
             continue  # no decision needs this epoch's accuracy
         t1 = time.perf_counter()
         if cfg.bn_recalibrate_batches:
@@ -423,6 +345,8 @@ def _train(model, splits, cfg, callback, on_step) -> TrainResult:
         res.best_val_acc = max(val_acc, res.best_val_acc) if _finite(res.best_val_acc) else val_acc
         log.info("epoch %d: train_loss %.4f val_loss %.4f val_acc %.4f (%.1f s)", epoch + 1,
                  metrics["train_loss"], val_loss, val_acc, metrics["epoch_seconds"])
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, time.perf_counter() - t0)
         if callback is not None:
             answer = callback(dict(metrics))
             if (answer is True or answer == STOP) and epoch + 1 < n_epochs:

@@ -170,3 +170,31 @@ def test_epochs_without_a_tune_report_are_seen_through_the_trials_progress_file(
     (tmp_path / ".progress" / "a.json").write_text('{"epoch": 2, "seco')
     assert read_progress(run, "a") is None
     assert not write_progress(str(tmp_path / "elsewhere"), "a", 1, 1.0)  # a node that cannot see the run folder
+
+
+def test_the_search_trainable_writes_every_epoch_to_its_progress_file(monkeypatch, tmp_path):
+    """The real trainable with proxy.val_every_epoch false: one Tune report (the last epoch, a real accuracy),
+    and the progress file written at the start and after each of the 3 epochs (train_model's on_epoch_end)."""
+    import ray.tune
+
+    import lkscale.search.trainable as trainable
+    from lkscale.config import DataConfig, TrainConfig, to_dict
+    from lkscale.search.progress import read_progress
+
+    reports, writes = [], []
+    monkeypatch.setattr(ray.tune, "report", lambda metrics, checkpoint=None: reports.append(metrics))
+    monkeypatch.setattr(trainable, "node_id", lambda: "test")  # no Ray runtime needed
+    monkeypatch.setattr(trainable, "_trial_id", lambda tune: "t0")
+    real = trainable.write_progress
+    monkeypatch.setattr(trainable, "write_progress", lambda *a: (writes.append(a[2:]), real(*a))[1])
+    spec = {"stem": {"family": "convnext", "stride": 2}, "downsample": "convnext", "head": "convnext",
+            "stages": [{"block": "convnext", "depth": 1, "width": w, "kernel": 3} for w in (8, 16, 16)]}
+    cfg = {"spec": json.dumps(spec), "name": "tiny", "run_dir": str(tmp_path), "cpus_per_trial": 1, "replicate": 1,
+           "data": to_dict(DataConfig(dataset="synthetic", train_per_class=4, val_per_class=2, input_size=16)),
+           "proxy": to_dict(TrainConfig(epochs=3, batch_size=8, warmup_epochs=0, device="cpu",
+                                        val_every_epoch=False))}
+    trainable.train_candidate(cfg)
+    assert [r["epoch"] for r in reports] == [3] and not reports[0]["failed"], reports
+    assert [w[0] for w in writes] == [0, 1, 2, 3], writes
+    assert [w[1] for w in writes] == sorted(w[1] for w in writes)  # seconds since the trial started, growing
+    assert read_progress(str(tmp_path), "t0")["epoch"] == 3

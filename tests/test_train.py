@@ -174,12 +174,14 @@ def test_val_every_epoch_false_validates_once_at_the_end(synthetic):
     """A scaling study's run: no BN recalibration or validation before the last epoch, the same final
     weights and accuracy as validating every epoch (validation does not touch the training stream)."""
     s = synthetic
-    calls = []
+    calls, ends = [], []
     cfg = TrainConfig(epochs=3, batch_size=16, threads=1, seed=5)
     every = train_model(_model(REPLK_BN, s, seed=5), s, cfg)
     last = train_model(_model(REPLK_BN, s, seed=5), s, TrainConfig(**{**cfg.__dict__, "val_every_epoch": False}),
-                       callback=calls.append)
+                       callback=calls.append, on_epoch_end=lambda e, sec: ends.append((e, sec, len(calls))))
     assert [m["epoch"] for m in calls] == [3] and len(every.history) == 3 and last.epochs_done == 3
+    assert [(e, n) for e, _, n in ends] == [(1, 0), (2, 0), (3, 0)] and all(sec > 0 for _, sec, _ in ends)  # progress
+    # every epoch, validated or not, before the callback
     assert last.val_acc == every.val_acc and last.val_loss == every.val_loss
     assert calls[0]["seconds_train"] > 0 and calls[0]["seconds_eval"] > 0 and calls[0]["seconds_bn"] > 0
     assert every.history[-1]["seconds_eval"] > every.history[0]["seconds_eval"] > 0  # cumulative

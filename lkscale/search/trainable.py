@@ -5,6 +5,10 @@ the initial weights (seed ``proxy.seed + r`` for all four; :func:`seeded_configs
 time, as ``lkscale noise`` does) — the same for every candidate — so the difference between two candidates at
 the same replicate cancels the noise they share. The final weights of replicate 0 are written to the
 run folder (``lkscale.weights``); on a cluster they also travel as a Tune checkpoint.
+
+Tune hears of a validated epoch only (``proxy.val_every_epoch: false``: of the last one); every epoch, validated
+or not, is also written to the trial's progress file (``lkscale.search.progress.write_progress``), which the
+driver's heartbeat reads: progress without a report that would carry a fake accuracy.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import shutil
 import tempfile
 import time
 import traceback
+import warnings
 
 import torch
 
@@ -28,6 +33,7 @@ from lkscale.data import load_splits
 from lkscale.model import build_model
 from lkscale.rundir import RunDir
 from lkscale.search.memory import is_out_of_memory, out_of_memory_reason, trial_memory_limit
+from lkscale.search.progress import write_progress
 from lkscale.search.staging import node_data, node_id
 from lkscale.spec import ArchSpec
 from lkscale.train import train_model
@@ -82,6 +88,16 @@ def _weights(model, spec, splits, run_dir: str, checkpoint: bool) -> str | None:
     return ckpt
 
 
+def _trial_id(tune) -> str:
+    """This trial's Tune id ("" outside a Tune session: the tests call the trainable directly)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Ray warns outside a session, then returns None
+        try:
+            return str(tune.get_context().get_trial_id() or "")
+        except Exception:  # noqa: BLE001 - progress is a courtesy; the trial goes on without it
+            return ""
+
+
 def train_candidate(config: dict, data_stage: dict | None = None) -> None:
     """Tune function trainable (see the module docstring). Never raises: a failure is reported."""
     from ray import tune  # deferred: this module is importable without Ray running
@@ -94,6 +110,8 @@ def train_candidate(config: dict, data_stage: dict | None = None) -> None:
     threads = max(1, int(config["cpus_per_trial"]))
     torch.set_num_threads(threads)  # Ray sets OMP_NUM_THREADS=1 in workers
     t0, history = time.time(), []
+    trial_id, run_dir = _trial_id(tune), str(config.get("run_dir") or "")
+    write_progress(run_dir, trial_id, 0, 0.0)  # started: the heartbeat counts this epoch's time from here
     memory_mb = config.get("memory_mb")  # resources.memory_per_trial_mb: past it, this trial fails alone
     limit = contextlib.ExitStack()
     try:
@@ -123,7 +141,8 @@ def train_candidate(config: dict, data_stage: dict | None = None) -> None:
             if ckpt:
                 shutil.rmtree(ckpt, ignore_errors=True)
 
-        result = train_model(model, splits, proxy, callback=on_epoch)
+        result = train_model(model, splits, proxy, callback=on_epoch,
+                             on_epoch_end=lambda epoch, _s: write_progress(run_dir, trial_id, epoch, time.time() - t0))
         limit.close()
         if result.status == "nan":
             tune.report({**base, "epoch": result.epochs_done, "failed": True, "val_acc_epochs": json.dumps(history),
