@@ -42,3 +42,16 @@ def test_a_back_arrow_breaks_the_layers(tmp_path):
     out = res.stdout + res.stderr
     assert res.returncode != 0, out[-2000:]
     assert "lkscale.search.driver -> lkscale.fidelity.run" in out, out[-2000:]
+
+
+def test_no_module_is_over_400_lines():
+    """A module past ~400 lines is two modules (the house rule the architecture doc states)."""
+    long = []
+    for base, _dirs, files in os.walk(os.path.join(ROOT, "lkscale")):
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(base, f)
+                n = sum(1 for _ in open(path, encoding="utf-8"))
+                if n > 400:
+                    long.append(f"{os.path.relpath(path, ROOT)}: {n} lines")
+    assert not long, "split these modules: " + "; ".join(long)
