@@ -451,7 +451,7 @@ if __name__ != "__main__":
             rss_mb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
         assert rss_mb <= mem["probe_peak_mb"] < 16 * 1024
         assert mem["images_mb"] == round((4 + 2) * 10 * 3 * 32 * 32 / 2 ** 20, 1)  # train + val images, uint8
-        assert abs(mem["per_trial_mb"] - (mem["probe_peak_mb"] + mem["images_mb"])) <= 0.1  # each rounded to 0.1
+        assert abs(mem["per_trial_mb"] - (mem["probe_peak_mb"] + mem["images_mb"])) <= 0.15  # each rounded to 0.1 (two roundings: up to 0.1 apart, plus float error)
         assert "MiB per trial at peak" in mem["text"] and "per-trial limit 900 MiB" in mem["text"]
 
     def _record(run):
