@@ -79,4 +79,7 @@ def run(args: argparse.Namespace) -> int:
         if summary.get("confirmed") or summary.get("tied"):
             print(f"confirmed front: {', '.join(summary.get('confirmed') or []) or 'none'}; tied within noise: "
                   f"{', '.join(summary.get('tied') or []) or 'none'}", file=sys.stderr)
+        answer = (read_summary(run_dir).get("report") or {}).get("answer") or []
+        if answer:  # the report's first lines: the study's question answered, with intervals
+            print("\nanswer:\n" + "\n".join(f"  {line.replace('**', '')}" for line in answer), file=sys.stderr)
     return 0 if summary["counts"].get("complete") else 1
