@@ -21,9 +21,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import timm
+import importlib
+from types import ModuleType
+
 import torch
-from timm.models import get_pretrained_cfg
 from torch import nn
 
 from lkscale.model import build_model
@@ -31,6 +32,13 @@ from lkscale.presets import all_presets, get_preset
 from lkscale.spec import ArchSpec
 
 KINDS = ("timm", "preset")
+
+
+def _timm() -> ModuleType:
+    """timm, imported where a baseline needs it: importing it costs ~1.5 s (torchvision, dynamo), which every
+    Tune trial paid at start through the trainable's import of this module, baselines in the study or not."""
+    return importlib.import_module("timm")
+
 ROLE = "baseline"           # trials.csv ``role`` of a baseline's rows (candidates: "" or "candidate")
 
 
@@ -70,7 +78,8 @@ class Baseline:
         if self.kind == "preset":
             return build_model(get_preset(self.model), num_classes=num_classes, in_chans=in_chans)
         kw: dict[str, Any] = {"pretrained": False, "num_classes": num_classes, "in_chans": in_chans}
-        cfg = get_pretrained_cfg(self.model)
+        timm = _timm()
+        cfg = timm.models.get_pretrained_cfg(self.model)
         if input_size and cfg is not None and getattr(cfg, "fixed_input_size", False):
             kw["img_size"] = input_size  # timm's own adaptation (position embeddings sized for it)
         return timm.create_model(self.model, **kw)
@@ -99,6 +108,7 @@ def parse_one(raw: Any, path: str) -> Baseline:
     presets = all_presets()
     if kind and kind not in KINDS:
         raise BaselineError(path, f"{text!r}: prefix {kind!r} unknown; allowed: timm:NAME, preset:NAME")
+    timm = _timm()
     in_timm, in_presets = timm.is_model(model), model in presets
     if kind == "timm" and not in_timm or kind == "preset" and not in_presets or not (in_timm or in_presets):
         pool = timm.list_models() if kind != "preset" else []
