@@ -91,6 +91,15 @@ def data_seconds_per_image(splits, batch: int, channels_last: bool = True, round
 REPORTS = "phase_reports.jsonl"
 
 
+def cpu_model() -> str:
+    """The processor's model name (the machines this runs on differ: the mm rate is only comparable on one)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "unknown")
+    except OSError:
+        return "unknown"
+
+
 def recording_trainable(config: dict, data_stage: dict | None = None) -> None:
     """The search's own trainable (``train_candidate``), every ``tune.report`` also appended to
     ``run_dir/phase_reports.jsonl`` with the time and the trial's pid (Tune keeps no result files here)."""
@@ -206,11 +215,44 @@ def cmd_study(a) -> dict:
     return r
 
 
+def whole_run(run_dir: str, wall: float, cores: int, n_train: int, batch: int) -> dict:
+    """Useful MACs per core-second of a run made by ``lkscale search`` itself (no per-phase reports): from
+    ``trials.csv`` (each complete trial's forward MACs, epochs and validation images; its own seconds)."""
+    rows = [t for t in read_trials(run_dir) if t.state == "complete"]
+    per_trial, useful, busy = [], 0.0, 0.0
+    for t in rows:
+        f = float(t.flops or 0)
+        u = f * (3 * (n_train // batch * batch) * int(t.get("epochs_done") or 0) + int(t.get("val_n") or 0))
+        useful += u
+        busy += float(t.get("seconds") or 0)
+        per_trial.append({"name": t.name, "macs_fwd": f, "seconds": float(t.get("seconds") or 0),
+                          "g_per_s": u / float(t.get("seconds") or 1) / 1e9})
+    total = wall * cores
+    return {"core_seconds": total, "useful_macs": useful, "g_per_core_s": useful / total / 1e9, "trials": per_trial,
+            "trial_g_per_s": [t["g_per_s"] for t in per_trial], "trial_seconds": busy,
+            "share_in_trials": busy / total, "phases": None}
+
+
 def cmd_analyse(a) -> dict:
-    """Phases of a finished run folder (``--output``): from study.yaml's write time to the last trial's end."""
+    """Phases of a finished run folder (``--output``): from study.yaml's write time to the last trial's end.
+    A run of ``lkscale search`` (no ``phase_reports.jsonl``): the whole run only, over ``--wall-s`` (default:
+    study.yaml's write time to summary.json's), from its trials.csv."""
     study = load_study(os.path.join(a.output, "study.yaml"))
     splits = load_splits(study.data)
     t_begin = os.path.getmtime(os.path.join(a.output, "study.yaml"))
+    if not os.path.isfile(os.path.join(a.output, REPORTS)):
+        wall = a.wall_s or os.path.getmtime(os.path.join(a.output, "summary.json")) - t_begin
+        load0 = os.getloadavg()
+        r = whole_run(a.output, wall, study.search.concurrency, len(splits.train), study.proxy.batch_size)
+        r.update(run_dir=a.output, wall_s=wall, mm_after=mm_rate(), load=[load0, os.getloadavg()])
+        r["mm_g_per_s"] = statistics.median([r["mm_after"]["1024"]["median"], r["mm_after"]["2048"]["median"]])
+        r["share_of_mm"] = r["g_per_core_s"] / r["mm_g_per_s"]
+        print(f"wall {wall:.0f} s on {study.search.concurrency} cores; mm 1 thread {r['mm_g_per_s']:.1f} G MAC/s "
+              f"(measured now, load {load0[0]:.2f})")
+        print(f"useful: {r['useful_macs']:.3g} MACs -> {r['g_per_core_s']:.2f} G/s per core = "
+              f"{100 * r['share_of_mm']:.0f}% of mm; trials' own seconds {100 * r['share_in_trials']:.0f}% of the "
+              f"core-seconds; per trial G/s: {spread(r['trial_g_per_s'], 2)}")
+        return r
     wall = trial_end(a.output) - t_begin
     r = study_phases(a.output, wall, t_begin, study.search.concurrency,
                      data_seconds_per_image(splits, study.proxy.batch_size), study.proxy.batch_size, len(splits.train),
@@ -377,12 +419,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=3, help="dcn: training steps per network per round")
     ap.add_argument("--dcn-groups", type=int, default=4)
     ap.add_argument("--output", help="run folder for `study` (default: a fresh temporary folder)")
+    ap.add_argument("--wall-s", type=float, help="analyse: the run's wall time, when measured outside it")
     ap.add_argument("--out", help="write the JSON here")
     a = ap.parse_args(argv)
     r = {"mm": lambda _: mm_rate(), "study": cmd_study, "analyse": cmd_analyse, "eval": cmd_eval, "dcn": cmd_dcn, "threads": cmd_threads}[a.what](a)
     if a.what == "mm":
         print(json.dumps(r, indent=1))
-    r = {"what": a.what, "argv": sys.argv[1:], "torch": torch.__version__, "when": time.strftime("%Y-%m-%d %H:%M:%S UTC",
+    r = {"what": a.what, "argv": sys.argv[1:], "torch": torch.__version__, "cpu": cpu_model(), "when": time.strftime("%Y-%m-%d %H:%M:%S UTC",
                                                                                                   time.gmtime()), **r}
     if a.out:
         with open(a.out, "w") as f:
