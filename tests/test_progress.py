@@ -172,6 +172,24 @@ def test_epochs_without_a_tune_report_are_seen_through_the_trials_progress_file(
     assert not write_progress(str(tmp_path / "elsewhere"), "a", 1, 1.0)  # a node that cannot see the run folder
 
 
+def test_a_validated_epoch_is_printed_once_from_tunes_result_not_first_from_the_progress_file(clock, tmp_path):
+    """proxy.val_every_epoch true: the trainable writes its progress file just before it reports to Tune, so a
+    tick between the two must not print the epoch as "not validated" (Tune's result prints it with its acc)."""
+    from lkscale.search.progress import write_progress
+
+    run = str(tmp_path)
+    rows = [{"trial_id": "a", "state": "running", "epochs_done": 0, "seconds": 0.0, "name": "n0", "number": 0}]
+    running = {"a": FakeTrial(0, "n0", 0)}
+    write_progress(run, "a", 1, 10.0, t=1010.0)  # epoch 1 done, Tune's result not in yet
+    validated, lines = plain(total_trials=1, epochs=3, concurrency=1, heartbeat_s=150.0, run_dir=run,
+                             validated_every_epoch=True)
+    validated.tick(rows, running)
+    assert lines == []
+    end_only, lines2 = plain(total_trials=1, epochs=3, concurrency=1, heartbeat_s=150.0, run_dir=run)
+    end_only.tick(rows, running)
+    assert lines2 == ["[trial 0] epoch 1/3  not validated  10 s/epoch  n0"]
+
+
 def test_the_search_trainable_writes_every_epoch_to_its_progress_file(monkeypatch, tmp_path):
     """The real trainable with proxy.val_every_epoch false: one Tune report (the last epoch, a real accuracy),
     and the progress file written at the start and after each of the 3 epochs (train_model's on_epoch_end)."""

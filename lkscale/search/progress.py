@@ -119,7 +119,7 @@ class Progress:
     def __init__(self, write: Callable[[str], None], total_trials: int, epochs: int, concurrency: int,
                  ref_latency: float | None = None, live: bool | None = None, stream=None,
                  probe: dict[str, float] | None = None, heartbeat_s: float | None = None,
-                 run_dir: str | None = None):
+                 run_dir: str | None = None, validated_every_epoch: bool = False):
         self.write = write                  # plain lines (the CLI's stderr printer)
         self.total, self.epochs, self.concurrency = total_trials, epochs, max(1, concurrency)
         self.ref_latency = ref_latency
@@ -133,6 +133,9 @@ class Progress:
         self._last = ""
         self.run_dir = run_dir              # where trials write their per-epoch progress files (None: none)
         self._told: dict[str, int] = {}     # trial id -> the last epoch a plain line was written for
+        # every epoch reaches Tune (proxy.val_every_epoch): its line comes from Tune's result, never from the
+        # progress file, which is written first and would print the same epoch twice ("not validated", then "acc")
+        self.validated_every_epoch = validated_every_epoch
 
     # ------------------------------------------------------------------------------- the estimate
     def _mark(self, running: dict | None) -> None:
@@ -253,7 +256,7 @@ class Progress:
         if self.live:
             return
         rows = list(rows)
-        if self.run_dir and running:
+        if self.run_dir and running and not self.validated_every_epoch:
             self._unreported_epochs(rows, running)
         if time.time() - self._beat < self.heartbeat_s:
             return

@@ -142,7 +142,8 @@ def fit(study: Study, run_dir: str, tune_root: str, objective: Objective, *, res
                            grid_size=_grid_size(study))
     lines = progress or (lambda m: log.info(m))
     prog = Progress(lines, ledger.budget * study.search.replicates + len(ledger.jobs), int(study.proxy.epochs),
-                    study.search.concurrency, study.budgets.max_latency_ms, probe=plan_probe(run_dir), run_dir=run_dir)
+                    study.search.concurrency, study.budgets.max_latency_ms, probe=plan_probe(run_dir), run_dir=run_dir,
+                    validated_every_epoch=study.proxy.val_every_epoch)
     recorder = Recorder(run_dir, int(study.proxy.epochs), study.proxy.seed, prog)
     tuner = tune.Tuner(
         trainable, param_space=param_space,
