@@ -80,3 +80,22 @@ def test_derive_and_compare_catch_a_moved_figure(tmp_path):
     # a figure missing from what is derived is named too, and NaN equals NaN
     assert rederive.mismatches({}, {"fidelity": {"n": 4}}) == [".fidelity: missing from the re-derived figures"]
     assert rederive.mismatches({"x": float("nan")}, {"x": np.nan}) == []
+
+
+def test_the_two_seed_runs_agreement_rederives():
+    """docs/results.md's count of the main study's claims over two disjoint seed sets
+    (``benchmarks/compare_runs.py``) re-derives from the two records, and no decided claim contradicts."""
+    path = os.path.join(ROOT, "benchmarks", "results", "seed_agreement_kernel_size.json")
+    runs = [os.path.join(rederive.RUNS, n) for n in ("kernel_size", "kernel_size_seed10")]
+    if not (os.path.isfile(path) and all(os.path.isdir(r) for r in runs)):
+        pytest.skip("the two seed runs' records are not in this checkout")
+    spec = importlib.util.spec_from_file_location("compare_runs", os.path.join(ROOT, "benchmarks", "compare_runs.py"))
+    compare_runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare_runs)
+    got = compare_runs.compare(compare_runs.claims(runs[0]), compare_runs.claims(runs[1]))
+    with open(path, encoding="utf-8") as f:
+        recorded = json.load(f)
+    keys = ("claims", "decided_a", "decided_b", "agree", "contradict", "one_sided_consistent", "one_sided_inconsistent",
+            "one_run_only", "one_run_only_inconsistent")
+    assert {k: got[k] for k in keys} == {k: recorded[k] for k in keys}
+    assert got["contradict"] == 0 and got["one_sided_inconsistent"] == 0 and got["one_run_only_inconsistent"] == 0
