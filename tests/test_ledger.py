@@ -55,6 +55,9 @@ def test_progress_is_one_live_line_on_a_terminal_and_plain_lines_in_logs():
     live = Progress(lines.append, 4, 2, 2, 10.0, live=True, stream=stream)
     live.update(rows)
     assert stream.getvalue().startswith("\r\033[K2/4 trials")
+    # adaptive replicates queued after the plan: the count grows past it and says so ("39/30" before)
+    more = rows + [{"state": "complete", "val_acc": 0.4, "latency_ms": 2.5, "epochs_done": 2, "seconds": 20.0}] * 4
+    assert live.summary(more).startswith("6/6 trials (+2 added after the plan): complete 5")
 
 
 def test_common_random_numbers_same_subset_batch_order_and_init_across_candidates():

@@ -221,7 +221,10 @@ class Progress:
         tally = ", ".join(f"{k} {counts[k]}" for k in ("pruned", "infeasible", "failed") if counts[k])
         n_running = len(running) if running is not None else counts["running"]
         left = f", ~{_fmt_s(eta)} left" + (f", from {why}" if basis else "") if eta is not None else ""
-        return (f"{finished}/{self.total} trials: complete {counts['complete']}, running {n_running}{run_ep}"
+        extra = finished + n_running - self.total  # trials queued after the plan (adaptive replicates, racing)
+        of = f"{finished}/{self.total + extra} trials (+{extra} added after the plan)" if extra > 0 else \
+            f"{finished}/{self.total} trials"
+        return (f"{of}: complete {counts['complete']}, running {n_running}{run_ep}"
                 f"{', ' + tally if tally else ''}; front {len(front)} (HV {hv:.3g}); elapsed "
                 f"{_fmt_s(time.time() - self.t0)}{left}")
 
