@@ -229,3 +229,26 @@ def test_a_baseline_travels_to_a_remote_latency_measurement_as_a_spec_does():
     assert spec_from_json(b.to_json()) == b and b.without_reparam() is b
     spec = get_preset("replk_proxy")
     assert spec_from_json(spec.to_json()) == spec
+
+
+def test_interactive_front_draws_baselines_and_frames_accuracy_on_the_data(tmp_path):
+    """report.html's plotly front: the baselines as their own trace (name, interval in the hover), never on the
+    front line; the accuracy axis framed on what is drawn, not from 0 (issue 19: as the PNG does)."""
+    import dataclasses
+
+    from lkscale.report.interactive import plotly_pareto
+
+    rows = [_row("a", r, 0.50 + 0.002 * r, 1.0) for r in range(3)] + [_row("b", r, 0.55 + 0.002 * r, 2.0) for r in range(3)] + \
+           [_row("timm:small", r, 0.40 + 0.002 * r + 0.001 * (r == 1), 2.0, role="baseline") for r in range(3)]
+    write_trials(str(tmp_path), rows)
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump({"name": "x"}))
+    run_ = load_run(str(tmp_path))
+    cands = dataclasses.replace(run_, trials=candidates(run_.trials))
+    front = front_of(cands.trials, "latency_ms")
+    fig = plotly_pareto(cands, "latency", front, {"latency_ms": 3.0}, None)
+    base = [t for t in fig.data if (t.name or "").startswith("baseline")]
+    assert len(base) == 1 and list(base[0].x) == [2.0] and list(base[0].text) == ["small"]
+    assert "timm:small: 40." in base[0].hovertext[0]
+    assert not any("timm:small" in str(t.text) for t in fig.data if t is not base[0])  # not a candidate
+    low, high = fig.layout.yaxis.range
+    assert 0.3 < low < 0.40 and 0.55 < high < 0.7, (low, high)  # the baseline (40%) and candidates inside

@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import math
 
+from lkscale.report.baselines import baseline_rows
 from lkscale.report.figures import LINE_COLORS, LOW_HIGH, error_bars, fit_positions, state_groups, x_label
 from lkscale.report.labels import (OBJECTIVES, acc_interval_text, blocks_label, dcn_label, dot, fmt_count,
                                    latency_short, ms_interval_text, ref_text, reparam_label)
@@ -109,16 +110,38 @@ def _trace_points(fig, go, groups: dict, front: list[Trial], col: str, ref_x: fl
                                      hovertext=[hover(t) for t in ts], hoverinfo="text"), row=2, col=1)
 
 
-def _mark_reference(fig, go, ref_x: float, ref_in: bool, label: str) -> None:
+def _mark_reference(fig, go, ref_x: float, ref_in: bool, label: str, y_floor: float = 0.0) -> None:
+    """The hypervolume's reference point (accuracy 0): on the frame's floor when the accuracy axis starts above 0."""
     if ref_in:
-        fig.add_trace(go.Scatter(x=[ref_x], y=[0], mode="markers", marker=dict(symbol="cross", size=12, color="black"),
-                                 name=f"reference point ({label}, acc 0)", hoverinfo="name", cliponaxis=False),
+        below = "; below the frame" if y_floor > 0 else ""
+        fig.add_trace(go.Scatter(x=[ref_x], y=[y_floor], mode="markers", marker=dict(symbol="cross", size=12, color="black"),
+                                 name=f"reference point ({label}, acc 0{below})", hoverinfo="name", cliponaxis=False),
                       row=1, col=1)
         fig.add_vline(x=ref_x, line=dict(color="black", dash="dot", width=1))
         return
     fig.add_annotation(xref="x domain", yref="y domain", x=1.0, y=0.0, ax=-150, ay=-24, showarrow=True, arrowhead=2,
                        arrowsize=1.2, text=f"reference point ({label}, acc 0), beyond the edge",
                        font=dict(size=11, color="#333"), bgcolor="rgba(255,255,255,0.85)", xanchor="right")
+
+
+def _baseline_traces(fig, go, run: Run, col: str) -> list[Trial]:
+    """The study's complete baselines as open black squares with their intervals (as in the PNG); returns them."""
+    bases = [b for b in baseline_rows(run) if b.state == "complete" and b.get(col) is not None
+             and b.get("val_acc") is not None]
+    if not bases:
+        return []
+    ys = [b.val_acc for b in bases]
+    err = dict(type="data", symmetric=False, color="black", thickness=1,
+               array=[max(0.0, (b.get("val_acc_high") or y) - y) for b, y in zip(bases, ys)],
+               arrayminus=[max(0.0, y - (b.get("val_acc_low") or y)) for b, y in zip(bases, ys)])
+    fig.add_trace(go.Scatter(x=[b.row[col] for b in bases], y=ys, mode="markers+text", error_y=err,
+                             text=[b.name.split(":", 1)[-1] for b in bases], textposition="top right",
+                             marker=dict(symbol="square-open", size=10, color="black", line=dict(width=2)),
+                             name=f"baseline, not searched ({len(bases)})",
+                             hovertext=[html.escape(f"{b.name}: " + acc_interval_text(b.val_acc, b.get("val_acc_low"), b.get("val_acc_high"),
+                                                                          b.get("n_replicates"))) for b in bases],
+                             hoverinfo="text"), row=1, col=1)
+    return bases
 
 
 def plotly_pareto(run: Run, objective: str, front: list[Trial], ref: dict, records: list | None = None):
@@ -132,12 +155,16 @@ def plotly_pareto(run: Run, objective: str, front: list[Trial], ref: dict, recor
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.85, 0.15], vertical_spacing=0.03)
     statuses = [r.get("status") for r in records] if records else [None] * len(front)
     _trace_points(fig, go, state_groups(run), front, col, ref[col], statuses)
+    bases = _baseline_traces(fig, go, run, col)
     bounds = [t.get(k) for k in LOW_HIGH.get(col, ()) for t in run.trials]  # error bars stay inside the frame
-    log, ref_in, rng = x_frame([t.get(col) for t in run.trials] + bounds, ref[col])
-    _mark_reference(fig, go, ref[col], ref_in, ref_text(ref[col], unit))
-    accs = [t.get("val_acc_high", t.val_acc) for t in run.trials if t.get("val_acc") is not None]
-    fig.update_yaxes(title_text="validation accuracy", tickformat=".0%", row=1, col=1,
-                     range=[0, min(1.0, (max(accs) if accs else 1.0) * 1.12 + 0.02)])
+    log, ref_in, rng = x_frame([t.get(col) for t in run.trials] + bounds + [b.row[col] for b in bases], ref[col])
+    accs = [v for t in list(run.trials) + bases if t.get("val_acc") is not None
+            for v in (t.get("val_acc_low"), t.val_acc, t.get("val_acc_high")) if v is not None]
+    lo, hi = (min(accs), max(accs)) if accs else (0.0, 1.0)
+    pad = max(0.08 * (hi - lo), 0.01)
+    y_range = [max(0.0, lo - pad), min(1.0, hi + 1.6 * pad)]  # framed on the data, as the PNG: not from 0
+    _mark_reference(fig, go, ref[col], ref_in, ref_text(ref[col], unit), y_range[0])
+    fig.update_yaxes(title_text="validation accuracy", tickformat=".0%", row=1, col=1, range=y_range)
     fig.update_yaxes(showticklabels=False, range=[0, 1], title_text="not trained", row=2, col=1)
     fig.update_xaxes(type="log" if log else "linear", range=rng)
     fig.update_xaxes(title_text=xlabel, row=2, col=1)
