@@ -17,12 +17,11 @@ the latency code: ``name``, ``without_reparam()``, ``build()``). Their rows in `
 from __future__ import annotations
 
 import difflib
+import importlib
 import json
 from dataclasses import dataclass
-from typing import Any
-
-import importlib
 from types import ModuleType
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,14 +31,13 @@ from lkscale.presets import all_presets, get_preset
 from lkscale.spec import ArchSpec
 
 KINDS = ("timm", "preset")
+ROLE = "baseline"           # trials.csv ``role`` of a baseline's rows (candidates: "" or "candidate")
 
 
 def _timm() -> ModuleType:
     """timm, imported where a baseline needs it: importing it costs ~1.5 s (torchvision, dynamo), which every
     Tune trial paid at start through the trainable's import of this module, baselines in the study or not."""
     return importlib.import_module("timm")
-
-ROLE = "baseline"           # trials.csv ``role`` of a baseline's rows (candidates: "" or "candidate")
 
 
 class BaselineError(ValueError):

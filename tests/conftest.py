@@ -47,12 +47,3 @@ def smoke_run(tmp_path_factory):
                   env={"LKSCALE_CACHE": str(tmp_path_factory.getbasetemp() / "cache")})
     assert res.returncode == 0, res.stderr[-3000:]
     return out
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(config, items):
-    """Under ``-n 2 --dist loadgroup`` (pyproject's addopts) the tests on the real smoke study share one worker,
-    so the session fixture ``smoke_run`` (a real search, ~40 s) runs once, not once per worker."""
-    for item in items:
-        if "smoke_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("smoke"))

@@ -33,7 +33,7 @@ RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 SMOKE = os.path.join(REPO, "studies", "smoke.yaml")
 FINISHED = ("complete", "pruned", "infeasible")
 
-needs_cluster = [pytest.mark.slow, pytest.mark.xdist_group("cluster"),  # one worker: the module's one cluster
+needs_cluster = [pytest.mark.slow,
                  pytest.mark.skipif(not os.path.isfile(RAY), reason=f"no ray CLI next to {sys.executable}")]
 
 
