@@ -78,6 +78,9 @@ from lkscale.train import TrainConfig, step_state, train_step
 from timm.layers import LayerNorm2d  # noqa: E402,I001  (after lkscale, which readies torchvision for timm)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from train_step import op_profile  # noqa: E402  (the per-op profile printout the step benchmark uses)
+
 STUDY = os.path.join(HERE, "..", "studies", "kernel_size.yaml")
 NETWORKS = {"convnext:3": ("convnext", [3, 3, 3, 3]), "convnext:31": ("convnext", [31, 29, 27, 13]),
             "replk:3": ("replk", [3, 3, 3, 3]), "replk:31": ("replk", [31, 29, 27, 13]),
@@ -409,24 +412,12 @@ def speed(spec: ArchSpec, reps: list[Replicate], cfg: TrainConfig, batch: int, r
 def profile(spec: ArchSpec, reps: list[Replicate], cfg: TrainConfig, batch: int, pointwise: list[str],
             steps: int = 3, top: int = 10) -> None:
     """Per-op self time per step of each path (torch.profiler), printed: where the stacked step's time goes."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as tprofile
-
     models = build(spec, reps)
     paths = {"separate": Separate([copy.deepcopy(m) for m in models], reps, cfg, batch)}
     for pw in pointwise:
         paths[f"stacked_{pw}"] = Stacked([copy.deepcopy(m) for m in models], reps, cfg, batch, pw)
     for name, p in paths.items():
-        for _ in range(2):
-            p.step()
-        with tprofile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(steps):
-                p.step()
-        ev = [e for e in prof.key_averages() if e.key.startswith(("aten::", "Optimizer", "autograd::", "Depthwise"))]
-        total = sum(e.self_cpu_time_total for e in ev)
-        print(f"\n{spec.name} R={len(reps)} {name}: {total / 1e3 / steps:.1f} ms/step of op self time")
-        for e in sorted(ev, key=lambda e: -e.self_cpu_time_total)[:top]:
-            print(f"  {e.key:<40} {e.self_cpu_time_total / 1e3 / steps:7.2f} ms/step {e.count // steps:4d} calls")
+        op_profile(p.step, steps, f"{spec.name} R={len(reps)} {name}", top, warmup=2)
 
 
 def fake_pool(per_class: int, size: int) -> TensorSet:

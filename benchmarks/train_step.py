@@ -100,21 +100,26 @@ def compare(spec: ArchSpec, data: TensorSet, batch: int, rounds: int, steps: int
     return {"ips": ips, "ratios": ratios}
 
 
-def profile(spec: ArchSpec, data: TensorSet, batch: int, steps: int, top: int) -> None:
+def op_profile(step, steps: int, title: str, top: int, warmup: int = 3) -> None:
+    """Print the per-op self time per step of ``step()`` (torch.profiler, CPU), the ``top`` ops first."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as tprofile
 
-    p = Path(spec, TrainConfig(), data, batch)
-    for _ in range(3):
-        p.step()
+    for _ in range(warmup):
+        step()
     with tprofile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
-            p.step()
+            step()
     ev = [e for e in prof.key_averages() if e.key.startswith(("aten::", "Optimizer", "autograd::", "Depthwise"))]
     total = sum(e.self_cpu_time_total for e in ev)
-    print(f"\n{spec.name}: {total / 1e3 / steps:.1f} ms/step of op self time")
+    print(f"\n{title}: {total / 1e3 / steps:.1f} ms/step of op self time")
     for e in sorted(ev, key=lambda e: -e.self_cpu_time_total)[:top]:
-        print(f"  {e.key:<42} {e.self_cpu_time_total / 1e3 / steps:7.2f} ms/step {100 * e.self_cpu_time_total / total:5.1f}%")
+        print(f"  {e.key:<42} {e.self_cpu_time_total / 1e3 / steps:7.2f} ms/step {e.count // steps:4d} calls "
+              f"{100 * e.self_cpu_time_total / total:5.1f}%")
+
+
+def profile(spec: ArchSpec, data: TensorSet, batch: int, steps: int, top: int) -> None:
+    op_profile(Path(spec, TrainConfig(), data, batch).step, steps, spec.name, top)
 
 
 def main(argv: list[str] | None = None) -> int:
